@@ -1,0 +1,1 @@
+"""Dataset manifests, video decoding, frame sampling and the latent/embedding cache."""

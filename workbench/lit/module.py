@@ -1,0 +1,183 @@
+"""The one LightningModule: CogVideoX fine-tuning in ``lora`` or ``full`` mode.
+
+Read top to bottom: configure_model (load, freeze, adapt) -> encode (VAE + T5, frozen) ->
+training_step (the objective in workbench.model.objective) -> validation_step (same loss with
+a fixed seeded draw of noise and timesteps, so epochs compare) -> optimizer and schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from diffusers.optimization import get_scheduler
+from lightning.pytorch.utilities import rank_zero_warn
+
+from workbench.model.adapters import add_lora
+from workbench.model.loading import CogVideoXComponents, freeze, load_components
+from workbench.model.objective import diffusion_loss, sample_timesteps
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CogVideoXModule(L.LightningModule):
+    """Fine-tunes the CogVideoX transformer; the VAE and T5 stay frozen in eval mode.
+
+    Args:
+        model: hub id (``THUDM/CogVideoX-2b``) or local directory in diffusers layout.
+        mode: ``lora`` (PEFT LoRA on the attention projections) or ``full``.
+        frozen_dtype: dtype of the frozen weights (VAE, T5 and, in lora mode, the base transformer).
+        caption_dropout: probability of training on the empty prompt (for classifier-free guidance).
+        val_timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
+    """
+
+    def __init__(
+        self,
+        model: str = "THUDM/CogVideoX-2b",
+        mode: Literal["lora", "full"] = "lora",
+        lora_rank: int = 64,
+        lora_alpha: float = 64,
+        lora_dropout: float = 0.0,
+        lora_targets: list[str] = ("to_q", "to_k", "to_v", "to_out.0"),
+        learning_rate: float = 1e-4,
+        weight_decay: float = 1e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-8,
+        lr_schedule: str = "constant_with_warmup",
+        warmup_steps: int = 100,
+        gradient_checkpointing: bool = False,
+        frozen_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
+        caption_dropout: float = 0.0,
+        vae_slicing: bool = True,
+        vae_tiling: bool = False,
+        val_seed: int = 0,
+        val_timesteps: int = 4,
+    ):
+        super().__init__()
+        if mode not in ("lora", "full"):
+            raise ValueError(f"mode={mode!r}: choose 'lora' or 'full'")
+        if not 0.0 <= caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
+        self.save_hyperparameters()
+        self.components: CogVideoXComponents | None = None
+        # Checkpoints hold only what trains (see on_save_checkpoint); the frozen rest comes from `model`.
+        self.strict_loading = False
+        self._truncation_warned: set[str] = set()
+
+    # -- model ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.components is not None:
+            return
+        hp = self.hparams
+        c = load_components(hp.model)
+        frozen = DTYPES[hp.frozen_dtype]
+        for m in (c.vae, c.text_encoder):
+            freeze(m)
+            m.to(frozen)
+        if hp.vae_slicing:
+            c.vae.enable_slicing()
+        if hp.vae_tiling:
+            c.vae.enable_tiling()
+        if hp.mode == "lora":
+            freeze(c.transformer)
+            c.transformer.to(frozen)
+            add_lora(c.transformer, hp.lora_rank, hp.lora_alpha, hp.lora_dropout, list(hp.lora_targets))
+            for p in c.transformer.parameters():
+                if p.requires_grad:  # LoRA weights train in fp32 over low-precision base weights, as diffusers does
+                    p.data = p.data.float()
+        else:
+            c.transformer.requires_grad_(True)
+        c.transformer.train()
+        if hp.gradient_checkpointing:
+            c.transformer.enable_gradient_checkpointing()
+        self.components = c
+        # Registered as submodules so Lightning moves them to the device.
+        self.transformer, self.vae, self.text_encoder = c.transformer, c.vae, c.text_encoder
+
+    def train(self, mode: bool = True):
+        """Keep the frozen parts in eval mode whatever Lightning asks of the whole module."""
+        super().train(mode)
+        for m in (getattr(self, "vae", None), getattr(self, "text_encoder", None)):
+            if m is not None:
+                m.eval()
+        return self
+
+    # -- encoding ------------------------------------------------------------------------------
+    @property
+    def max_text_len(self) -> int:
+        return self.transformer.config.max_text_seq_length
+
+    @torch.no_grad()
+    def encode_prompts(self, captions: list[str]) -> torch.Tensor:
+        """T5 embeddings padded to the transformer's max_text_seq_length (226 for CogVideoX)."""
+        tok = self.components.tokenizer
+        for c in captions:
+            if c not in self._truncation_warned and len(tok(c).input_ids) > self.max_text_len:
+                self._truncation_warned.add(c)
+                rank_zero_warn(f"caption truncated to {self.max_text_len} tokens: {c[:80]!r}...")
+        ids = tok(captions, padding="max_length", max_length=self.max_text_len, truncation=True,
+                  add_special_tokens=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    @torch.no_grad()
+    def encode_videos(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, C, F, H, W) in [-1, 1] -> scaled latents (B, F', C', H/8, W/8) for the transformer."""
+        dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
+        latents = dist.sample(generator=generator) * self.vae.config.scaling_factor
+        return latents.permute(0, 2, 1, 3, 4).contiguous()
+
+    def encode(self, batch: dict, generator: torch.Generator | None = None, train: bool = False):
+        """Latents and prompt embeddings for a batch of raw videos and captions."""
+        captions = list(batch["caption"])
+        if train and self.hparams.caption_dropout > 0:
+            drop = torch.rand(len(captions)) < self.hparams.caption_dropout
+            captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        latents = self.encode_videos(batch["video"], generator)
+        return latents, self.encode_prompts(captions)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        latents, prompt_embeds = self.encode(batch, train=True)
+        loss = diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds)
+        self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
+        return loss
+
+    def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of a batch under a fixed, seeded draw of latents, noise and timesteps."""
+        g = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
+        latents, prompt_embeds = self.encode(batch, generator=torch.Generator(self.device).manual_seed(
+            self.hparams.val_seed + batch_idx))
+        n = self.components.scheduler.config.num_train_timesteps
+        losses = []
+        for _ in range(self.hparams.val_timesteps):
+            t = sample_timesteps(latents.shape[0], n, g).to(self.device)
+            noise = torch.randn(latents.shape, generator=g, dtype=latents.dtype).to(self.device)
+            losses.append(diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
+                                         noise=noise, timesteps=t))
+        return torch.stack(losses).mean()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.validation_loss(batch, batch_idx)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["caption"]), sync_dist=True)
+        return loss
+
+    # -- optimisation --------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.trainable_parameters()
+        opt = torch.optim.AdamW(params, lr=hp.learning_rate, betas=tuple(hp.adam_betas), eps=hp.adam_eps,
+                                weight_decay=hp.weight_decay, foreach=True)
+        sched = get_scheduler(hp.lr_schedule, opt, num_warmup_steps=hp.warmup_steps,
+                              num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trained weights: LoRA tensors in lora mode, the transformer in full mode."""
+        trainable = {f"transformer.{n}" for n, p in self.transformer.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["workbench"] = {"mode": self.hparams.mode, "model": self.hparams.model}

@@ -1,0 +1,5 @@
+"""Loading CogVideoX components, the tiny random builder, the training objective and adapters."""
+
+from workbench.model.loading import CogVideoXComponents, load_components
+
+__all__ = ["CogVideoXComponents", "load_components"]

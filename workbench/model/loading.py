@@ -1,0 +1,101 @@
+"""Load CogVideoX components from a hub id or a local directory in diffusers layout.
+
+This is the one place that calls ``from_pretrained`` for the base model; tests reach it through
+the tiny random model that ``workbench.model.tiny`` saves in the same layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKLCogVideoX,
+    CogVideoXDPMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
+)
+from transformers import AutoTokenizer, T5EncoderModel
+
+
+@dataclass
+class CogVideoXComponents:
+    """The parts of a CogVideoX pipeline that training and sampling need."""
+
+    transformer: CogVideoXTransformer3DModel
+    vae: AutoencoderKLCogVideoX | None
+    text_encoder: T5EncoderModel | None
+    tokenizer: object | None
+    scheduler: CogVideoXDPMScheduler
+
+    def pipeline(self) -> CogVideoXPipeline:
+        """A stock ``CogVideoXPipeline`` sharing these modules (no copies)."""
+        if self.vae is None or self.text_encoder is None or self.tokenizer is None:
+            raise RuntimeError("sampling needs the VAE, text encoder and tokenizer; they were not loaded")
+        return CogVideoXPipeline(
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            vae=self.vae,
+            transformer=self.transformer,
+            scheduler=self.scheduler,
+        )
+
+
+def check_model_source(model: str) -> None:
+    """Fail early and clearly for a local path that is not a diffusers CogVideoX directory."""
+    path = Path(model)
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1
+    if not looks_local:
+        return  # a hub id such as THUDM/CogVideoX-2b; from_pretrained resolves it
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{model}: no such model directory. Pass a hub id (THUDM/CogVideoX-2b) or a directory "
+            "in diffusers layout (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)."
+        )
+    missing = [p for p in ("model_index.json", "transformer", "scheduler") if not (path / p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{model}: not a diffusers CogVideoX directory, missing {', '.join(missing)}")
+
+
+def load_components(
+    model: str,
+    *,
+    transformer: str | None = None,
+    load_vae: bool = True,
+    load_text_encoder: bool = True,
+    revision: str | None = None,
+) -> CogVideoXComponents:
+    """Load the components of ``model`` (hub id or local diffusers directory).
+
+    ``transformer`` optionally points at another transformer directory (a full fine-tune export).
+    The training scheduler is ``CogVideoXDPMScheduler`` built from the model's own scheduler config,
+    as the diffusers CogVideoX trainer does (examples/cogvideo/train_cogvideox_lora.py).
+    Weights are read from safetensors only.
+    """
+    check_model_source(model)
+    common = dict(revision=revision)
+    if transformer is not None:
+        net = CogVideoXTransformer3DModel.from_pretrained(transformer, use_safetensors=True)
+    else:
+        net = CogVideoXTransformer3DModel.from_pretrained(
+            model, subfolder="transformer", use_safetensors=True, **common
+        )
+    scheduler = CogVideoXDPMScheduler.from_pretrained(model, subfolder="scheduler", **common)
+    vae = text_encoder = tokenizer = None
+    if load_vae:
+        vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, **common)
+    if load_text_encoder:
+        text_encoder = T5EncoderModel.from_pretrained(
+            model, subfolder="text_encoder", use_safetensors=True, **common
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
+    return CogVideoXComponents(net, vae, text_encoder, tokenizer, scheduler)
+
+
+def freeze(module: torch.nn.Module | None) -> None:
+    """Freeze a module and put it in eval mode (VAE, text encoder, base transformer weights)."""
+    if module is None:
+        return
+    module.requires_grad_(False)
+    module.eval()

@@ -1,0 +1,154 @@
+"""Build a tiny random CogVideoX and save it in the standard diffusers layout.
+
+Tests and the CPU quickstart load it back through the same ``from_pretrained`` path as the real
+model. The transformer keeps the 2B architecture (sincos positions, same block types) at toy
+widths; the tokenizer is a T5-style Unigram model built locally (no hub access needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKLCogVideoX,
+    CogVideoXDDIMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
+)
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+# The scheduler config CogVideoX-2b ships (scheduler/scheduler_config.json on the hub).
+COGVIDEOX_2B_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    set_alpha_to_one=True,
+    snr_shift_scale=3.0,
+    steps_offset=0,
+    timestep_spacing="trailing",
+)
+
+TINY_MAX_TEXT_LEN = 32
+
+_WORDS = (
+    "a an the red green blue yellow white magenta cyan orange circle square triangle bar dot ball "
+    "box moves moving slides sliding left right up down to from of on in with and background black "
+    "gray dark light slowly quickly across frame bouncing rotating small large video clip scene "
+    "camera shot close wide person car tree sky water day night"
+).split()
+
+
+def _t5_style_tokenizer(out_dir: Path) -> T5Tokenizer:
+    """A T5-style (Metaspace + Unigram) tokenizer over a small built-in vocabulary.
+
+    Whole words get high scores and single characters low ones, so known words are one token and
+    anything else still tokenizes (character fallback), as with T5's sentencepiece model.
+    """
+    chars = sorted(set("".join(_WORDS)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,'-!?"))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [(f"\u2581{w}", -1.0) for w in _WORDS]
+    vocab += [(c, -8.0) for c in chars] + [(f"\u2581{c}", -7.0) for c in chars if c not in _WORDS]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = T5Tokenizer(
+        tokenizer_object=tok,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=TINY_MAX_TEXT_LEN,
+    )
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def build_tiny_pipeline(seed: int = 0) -> CogVideoXPipeline:
+    """A randomly initialised CogVideoX pipeline small enough to train on a CPU in seconds."""
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _t5_style_tokenizer(Path(tmp))
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=32,
+        text_embed_dim=32,
+        num_layers=2,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=TINY_MAX_TEXT_LEN,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+        sample_height=64,
+        sample_width=64,
+    )
+    scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER)
+    return CogVideoXPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
+def is_tiny_model_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a complete saved pipeline (written last, see save_tiny_model)."""
+    return (Path(path) / "model_index.json").is_file() and (Path(path) / ".complete").is_file()
+
+
+def save_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Build the tiny pipeline and save it to ``out_dir`` (diffusers layout, safetensors).
+
+    Written into a sibling temp directory and renamed, so an interrupted build never leaves a
+    directory that looks complete.
+    """
+    out = Path(out_dir)
+    if is_tiny_model_dir(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    build_tiny_pipeline(seed).save_pretrained(tmp, safe_serialization=True)
+    (tmp / ".complete").write_text(json.dumps({"builder": "workbench.model.tiny", "seed": seed}))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

@@ -44,8 +44,11 @@ class _TensorFeaturesCLIP(nn.Module):
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self._tensor(self.model.get_image_features(pixel_values=pixel_values, **kwargs))
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        return self._tensor(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs))
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return self._tensor(out)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -102,7 +105,7 @@ def _frames_uint8(video: torch.Tensor) -> torch.Tensor:
                 f"float videos must be in [0, 1] but span [{lo:.3g}, {hi:.3g}]; convert from "
                 "[-1, 1] with (x + 1) / 2 or from [0, 255] with x / 255."
             )
-        frames = (video.float() * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+        frames = (video.float() * 255).round().clamp(0, 255).to(torch.uint8)
     else:
         raise ValueError(f"video must be float in [0, 1] or uint8, got dtype {video.dtype}.")
     return frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames

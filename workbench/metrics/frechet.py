@@ -30,17 +30,29 @@ def _check_square(mat: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be a square matrix, got shape {mat.shape}.")
 
 
+def _psd_eigh(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigendecomposition of the symmetric part of ``m`` with round-off eigenvalues zeroed.
+
+    Eigenvalues below ``max|w| * n * machine eps`` (numpy's matrix_rank
+    tolerance) are numerically zero; left in, their square roots (~1e-8 * scale
+    each) would bias traces of square roots of rank-deficient covariances.
+    """
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    tol = np.abs(w).max(initial=0.0) * m.shape[0] * np.finfo(np.float64).eps
+    return np.where(w > tol, w, 0.0), v
+
+
 def sqrtm_psd(mat: ArrayLike) -> np.ndarray:
     """Principal square root of a symmetric positive semi-definite matrix, in float64.
 
-    The input is symmetrised, eigendecomposed with ``eigh``, and eigenvalues that
-    round-off pushed slightly below zero are clipped to zero, so singular
-    (rank-deficient) covariance matrices are handled.
+    The input is symmetrised and eigendecomposed with ``eigh``; eigenvalues that
+    are zero up to round-off (or slightly negative from it) are set to zero, so
+    singular (rank-deficient) covariance matrices are handled.
     """
     m = _as_float64(mat, "mat")
     _check_square(m, "mat")
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    w, v = _psd_eigh(m)
+    return (v * np.sqrt(w)) @ v.T
 
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
@@ -53,9 +65,8 @@ def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
     s1 = _as_float64(sigma1, "sigma1")
     s2 = _as_float64(sigma2, "sigma2")
     root1 = sqrtm_psd(s1)
-    inner = root1 @ s2 @ root1
-    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
-    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    eig, _ = _psd_eigh(root1 @ s2 @ root1)
+    return float(np.sqrt(eig).sum())
 
 
 def frechet_distance(

@@ -8,6 +8,7 @@ scores mean nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class _TinyI3D(nn.Module):
         if rescale:
             x = x * (2.0 / 255.0) - 1.0
         if resize:
-            x = F.interpolate(x, size=[x.size(2), self.resolution, self.resolution], mode="trilinear", align_corners=False)
+            size = [x.size(2), self.resolution, self.resolution]
+            x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
         h = F.relu(self.conv1(x))
         h = F.relu(self.conv2(h))
         logits = self.head(h.mean(dim=[2, 3, 4]))
@@ -107,7 +109,8 @@ def _train_clip_tokenizer(vocab_size: int, max_length: int):
     for char in sorted(alphabet):
         for token in (char, char + suffix):
             vocab.setdefault(token, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in json.loads(tok.to_str())["model"]["merges"]]
+    raw_merges = json.loads(tok.to_str())["model"]["merges"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in raw_merges]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
@@ -115,12 +118,9 @@ def _clip_image_processor(image_size: int):
     import transformers
 
     # The default CLIPImageProcessor needs torchvision; the PIL one is equivalent.
-    try:
-        import torchvision  # noqa: F401
-
-        cls = transformers.CLIPImageProcessor
-    except ImportError:
-        cls = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
+    cls = transformers.CLIPImageProcessor
+    if importlib.util.find_spec("torchvision") is None:
+        cls = getattr(transformers, "CLIPImageProcessorPil", cls)
     return cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
 
 

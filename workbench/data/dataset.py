@@ -1,11 +1,13 @@
-"""A torch Dataset of (video, caption) pairs read from a dataset folder."""
+"""A torch Dataset of (video, caption) pairs read from a dataset folder, and the bucket sampler."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from workbench.data.manifest import Entry
 from workbench.data.video import VideoError, load_clip
@@ -15,27 +17,132 @@ class SampleError(ValueError):
     """A dataset sample that cannot be used; the message names the file and the reason."""
 
 
+ON_BAD_SAMPLE = ("error", "skip")
+
+
 class VideoCaptionDataset(Dataset):
-    """Decodes each clip to (C, F, H, W) in [-1, 1] for the VAE, with its caption."""
+    """Decodes each clip to (C, F, H, W) in [-1, 1] for the VAE, with its caption.
+
+    ``sizes`` gives each entry its own (height, width) (its aspect-ratio bucket); default: all
+    ``height`` x ``width``. ``on_bad_sample="error"`` raises SampleError for a sample that cannot be
+    loaded; ``"skip"`` loads the next entry of the same size instead (deterministically: the
+    following indices, wrapping around) and lists what it skipped under the sample's ``skipped`` key.
+    """
 
     def __init__(self, root: str | Path, entries: list[Entry], num_frames: int, height: int, width: int,
-                 fps: float | None):
+                 fps: float | None, sizes: list[tuple[int, int]] | None = None, on_bad_sample: str = "error"):
+        if on_bad_sample not in ON_BAD_SAMPLE:
+            raise ValueError(f"on_bad_sample={on_bad_sample!r}: choose one of {', '.join(ON_BAD_SAMPLE)}")
+        if sizes is not None and len(sizes) != len(entries):
+            raise ValueError(f"{len(sizes)} sizes for {len(entries)} entries")
         self.root = Path(root)
         self.entries = entries
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
+        self.sizes = sizes
+        self.on_bad_sample = on_bad_sample
+        self._bad: dict[int, str] = {}  # index -> reason, per process (each loader worker learns its own)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> dict:
+    def size(self, index: int) -> tuple[int, int]:
+        return self.sizes[index] if self.sizes is not None else (self.height, self.width)
+
+    def load(self, index: int) -> dict:
+        """Sample ``index`` or SampleError naming the file and the reason."""
         entry = self.entries[index]
         if entry.caption is None:
             raise SampleError(f"{entry.file_name} ({entry.where}): missing caption")
+        height, width = self.size(index)
         try:
-            video = load_clip(entry.path(self.root), self.num_frames, self.height, self.width, self.fps)
+            video = load_clip(entry.path(self.root), self.num_frames, height, width, self.fps)
         except VideoError as e:
             raise SampleError(f"{entry.file_name} ({entry.where}): {e}") from e
         return {"video": video, "caption": entry.caption, "id": entry.file_name}
+
+    def __getitem__(self, index: int) -> dict:
+        if self.on_bad_sample == "error":
+            return self.load(index)
+        skipped = []
+        for candidate in self._substitutes(index):
+            if candidate in self._bad:
+                reason = self._bad[candidate]
+            else:
+                try:
+                    sample = self.load(candidate)
+                except Exception as e:  # under `skip` nothing a sample does may stop the run
+                    reason = self._bad[candidate] = str(e) if isinstance(e, SampleError) else (
+                        f"{self.entries[candidate].file_name} ({self.entries[candidate].where}): "
+                        f"{type(e).__name__}: {e}")
+                    warnings.warn(f"skipped bad sample {reason}", stacklevel=2)
+                else:
+                    sample["skipped"] = skipped
+                    return sample
+            entry = self.entries[candidate]
+            skipped.append({"root": str(self.root), "file": entry.file_name, "where": entry.where, "reason": reason,
+                            "stage": "load"})
+        raise SampleError(f"no loadable sample left of size {self.size(index)}: every one failed "
+                          f"({len(skipped)} tried; first: {skipped[0]['reason']})")
+
+    def _substitutes(self, index: int):
+        """``index``, then the following indices of the same size, wrapping around."""
+        n, size = len(self.entries), self.size(index)
+        for k in range(n):
+            j = (index + k) % n
+            if self.sizes is None or self.sizes[j] == size:
+                yield j
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches whose samples share a bucket (so they stack), in a seeded random order each epoch.
+
+    Indices are shuffled within each bucket, cut into batches (``drop_last`` drops each bucket's
+    incomplete last batch), and the batches of all buckets are shuffled together. The order depends
+    only on ``seed`` and the epoch (``set_epoch``, which Lightning calls through ``.sampler``). With
+    ``num_replicas`` > 1 each rank takes every num_replicas-th batch of the same global order.
+    """
+
+    def __init__(self, *, buckets: list[int], batch_size: int, shuffle: bool = True, drop_last: bool = True,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        # keyword-only, so Lightning's distributed-sampler injection fails loudly instead of passing a sampler
+        # as `buckets`; with several devices set trainer.use_distributed_sampler=false (this shards by rank)
+        self.buckets, self.batch_size = list(buckets), batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.sampler = self  # Lightning calls set_epoch on `batch_sampler.sampler`
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        members: dict[int, list[int]] = {}
+        for index, bucket in enumerate(self.buckets):
+            members.setdefault(bucket, []).append(index)
+        batches = []
+        for bucket in sorted(members):
+            indices = members[bucket]
+            if self.shuffle:
+                indices = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
+            stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
+            batches += [indices[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        if self.num_replicas > 1:
+            batches = batches[: len(batches) - len(batches) % self.num_replicas][self.rank :: self.num_replicas]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        counts: dict[int, int] = {}
+        for bucket in self.buckets:
+            counts[bucket] = counts.get(bucket, 0) + 1
+        rounding = math.floor if self.drop_last else math.ceil
+        total = sum(rounding(c / self.batch_size) for c in counts.values())
+        return total // self.num_replicas if self.num_replicas > 1 else total
 
 
 def collate(samples: list[dict]) -> dict:

@@ -72,12 +72,8 @@ class SampleVideos(L.Callback):
 
         out = run_dir(trainer) / "samples" / f"step_{trainer.global_step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        pipe = pl_module.components.pipeline()
-        pipe.set_progress_bar_config(disable=True)
-        was_training = pl_module.transformer.training
-        pl_module.transformer.eval()
         paths = []
-        try:
+        with pl_module.sampling_pipeline() as pipe:
             for i, prompt in enumerate(self.prompts):
                 g = torch.Generator(pl_module.device).manual_seed(self.seed + i)
                 with trainer.precision_plugin.forward_context():
@@ -86,8 +82,6 @@ class SampleVideos(L.Callback):
                 path = out / f"{i:02d}.mp4"
                 export_to_video(list(frames), str(path), fps=self.fps)
                 paths.append(path)
-        finally:
-            pl_module.transformer.train(was_training)
         (out / "prompts.txt").write_text("".join(f"{i:02d}.mp4\t{p}\n" for i, p in enumerate(self.prompts)))
         self.last_paths = paths
         logger = mlflow_logger(trainer)

@@ -1,15 +1,45 @@
-"""LightningDataModule over a folder of captioned videos."""
+"""LightningDataModule over a folder of captioned videos.
+
+Frames: ``num_frames`` (4k+1) frames at ``fps``, from the centre of each clip
+(workbench.data.video.sample_frame_indices; ``fps: null`` takes consecutive frames).
+
+Resize + crop: each clip is scaled, aspect ratio kept (bilinear, antialiased), until it covers its
+target size, then centre-cropped to it. Without buckets the target is ``height`` x ``width`` for
+every clip, so a clip of another aspect ratio loses its edges. With ``buckets`` (a list of
+[height, width]) each clip's target is the bucket whose aspect ratio is closest to its own
+(closest in log(width / height); the clip's size is probed once in setup), so it is cropped as
+little as the buckets allow; every batch holds clips of one bucket (BucketBatchSampler: shuffled
+within buckets and across batches by ``bucket_seed`` + epoch; training drops each bucket's
+incomplete last batch).
+
+Bad samples (``on_bad_sample``):
+
+* ``error`` (default): the first sample that cannot be loaded stops training with a SampleError
+  naming the file and the reason. (With ``buckets``, setup probes every clip and stops on all the
+  unusable ones at once.)
+* ``skip``: setup validates every entry once (the checks of ``workbench data check`` that make a
+  sample unusable: missing, zero-length, not a video, corrupt, too short, no caption, outside the
+  dataset root; see workbench.data.check.UNUSABLE), drops those and writes them with their reasons
+  to ``skipped_samples.json`` (``skipped_report_path()``; ``skipped`` has the same records). A clip
+  that still fails to decode during training is replaced by the next loadable clip of the same
+  size and added to the file; nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from workbench.data.dataset import VideoCaptionDataset, collate
-from workbench.data.manifest import find_manifest, read_manifest
+from workbench.data.dataset import ON_BAD_SAMPLE, BucketBatchSampler, SampleError, VideoCaptionDataset, collate
+from workbench.data.manifest import Entry, find_manifest, read_manifest
 from workbench.data.video import check_frame_count, check_resolution
+
+SKIPPED_FILE = "skipped_samples.json"
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -17,31 +47,99 @@ class VideoDataModule(L.LightningDataModule):
 
     Validation uses ``val_root`` when given, else the first ``val_samples`` training entries: a
     fixed batch whose loss (with fixed noise and timesteps) tracks how well the data is fit.
+
+    Args:
+        on_bad_sample: ``error`` (stop on a bad sample) or ``skip`` (drop and report it); see the module doc.
+        buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
+        bucket_seed: seed of the bucket sampler's order (combined with the epoch).
+        report_dir: where ``skipped_samples.json`` goes; default the run directory (``<default_root_dir>/<run id>``).
     """
 
     def __init__(self, root: str = "datasets/sample", num_frames: int = 49, height: int = 480, width: int = 720,
                  fps: float | None = 8.0, batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
-                 val_samples: int = 4):
+                 val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
+                 buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None):
         super().__init__()
         check_frame_count(num_frames)
         check_resolution(height, width)
+        if on_bad_sample not in ON_BAD_SAMPLE:
+            raise ValueError(f"on_bad_sample={on_bad_sample!r}: choose one of {', '.join(ON_BAD_SAMPLE)}")
+        if buckets is not None:
+            if not buckets:
+                raise ValueError("buckets=[]: give at least one [height, width], or null for a single size")
+            for h, w in buckets:
+                check_resolution(h, w)
         find_manifest(Path(root))  # fail before a run is created, not after
         self.save_hyperparameters()
+        self.skipped: list[dict] = []
+        self._checked: dict[str, tuple[list[Entry], list[tuple[int, int]] | None]] = {}
+        self._skipped_path: Path | None = None
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
-        entries = read_manifest(hp.root)
-        self.train_set = VideoCaptionDataset(hp.root, entries, hp.num_frames, hp.height, hp.width, hp.fps)
+        entries, sizes = self._usable(hp.root, read_manifest(hp.root))
+        self.train_set = self._dataset(hp.root, entries, sizes)
         if hp.val_root:
-            val_entries, val_root = read_manifest(hp.val_root), hp.val_root
+            val_entries, val_sizes = self._usable(hp.val_root, read_manifest(hp.val_root))
+            self.val_set = self._dataset(hp.val_root, val_entries, val_sizes)
         else:
-            val_entries, val_root = entries[: hp.val_samples], hp.root
-        self.val_set = VideoCaptionDataset(val_root, val_entries, hp.num_frames, hp.height, hp.width, hp.fps)
+            self.val_set = self._dataset(hp.root, entries[: hp.val_samples], sizes[: hp.val_samples] if sizes else None)
+        if hp.on_bad_sample == "skip":
+            self._write_skipped()
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _dataset(self, root: str, entries: list[Entry], sizes) -> VideoCaptionDataset:
+        hp = self.hparams
+        return VideoCaptionDataset(root, entries, hp.num_frames, hp.height, hp.width, hp.fps, sizes=sizes,
+                                   on_bad_sample=hp.on_bad_sample)
+
+    def _usable(self, root: str, entries: list[Entry]) -> tuple[list[Entry], list[tuple[int, int]] | None]:
+        """The entries to train on and their bucket sizes; probes the clips once when skip or buckets need it."""
+        hp = self.hparams
+        if hp.on_bad_sample == "error" and hp.buckets is None:
+            return entries, None
+        if root in self._checked:
+            return self._checked[root]
+        from workbench.data.check import nearest_bucket, validate_entries
+
+        results = validate_entries(root, entries, hp.num_frames, hp.fps, decode=hp.on_bad_sample == "skip",
+                                   progress=self._is_global_zero())
+        bad = [r for r in results if not r.usable]
+        if bad and hp.on_bad_sample == "error":
+            listed = "\n  ".join(r.reason for r in bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
+            raise SampleError(f"{len(bad)} unusable samples in {root}:\n  {listed}\nFix or remove them (`workbench "
+                              "data check` reports them all) or set data.on_bad_sample: skip")
+        for r in bad:
+            self.skipped.append({"root": str(root), "file": r.entry.file_name, "where": r.entry.where,
+                                 "reason": r.reason, "code": r.code, "stage": "setup"})
+        good = [r for r in results if r.usable]
+        if not good:
+            raise SampleError(f"{root}: none of the {len(results)} samples is usable; see {SKIPPED_FILE} or run "
+                              f"`workbench data check {root}`")
+        if bad:
+            rank_zero_warn(f"{root}: skipping {len(bad)} of {len(results)} samples (on_bad_sample: skip), e.g. "
+                           f"{bad[0].reason}")
+        sizes = None
+        if hp.buckets is not None:
+            buckets = [tuple(b) for b in hp.buckets]
+            sizes = [buckets[nearest_bucket(r.height, r.width, buckets)] for r in good]
+        self._checked[root] = ([r.entry for r in good], sizes)
+        return self._checked[root]
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, dataset: VideoCaptionDataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=collate, persistent_workers=workers > 0, drop_last=shuffle)
+        if dataset.sizes is None:
+            return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
+                              collate_fn=collate, persistent_workers=workers > 0, drop_last=shuffle)
+        buckets = [tuple(b) for b in self.hparams.buckets]
+        trainer = self._trainer_or_none()
+        sampler = BucketBatchSampler(buckets=[buckets.index(s) for s in dataset.sizes],
+                                     batch_size=self.hparams.batch_size, shuffle=shuffle, drop_last=shuffle,
+                                     seed=self.hparams.bucket_seed,
+                                     num_replicas=trainer.world_size if trainer else 1,
+                                     rank=trainer.global_rank if trainer else 0)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                          persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
@@ -49,6 +147,51 @@ class VideoDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Record the samples the dataset replaced while loading this batch (``skip`` only)."""
+        if isinstance(batch, dict) and "skipped" in batch:
+            known = {(s["root"], s["file"], s["where"]) for s in self.skipped}
+            new = 0
+            for s in (s for per_sample in batch.pop("skipped") for s in per_sample):
+                key = (s["root"], s["file"], s["where"])
+                if key not in known:  # a bad clip is met again each epoch; list it once
+                    known.add(key)
+                    self.skipped.append({**s, "code": "load_failed"})
+                    rank_zero_warn(f"replaced a sample that failed to load: {s['reason']}")
+                    new += 1
+            if new:
+                self._write_skipped()
+        return batch
+
+    # -- the skipped-samples report ------------------------------------------------------------
+    def skipped_report_path(self) -> Path | None:
+        """Where ``skipped_samples.json`` was written (None under ``on_bad_sample: error`` or before setup)."""
+        return self._skipped_path
+
+    def _write_skipped(self) -> None:
+        if not self._is_global_zero():
+            return
+        if self._skipped_path is None:
+            if self.hparams.report_dir:
+                directory = Path(self.hparams.report_dir)
+            elif self._trainer_or_none() is not None:
+                from workbench.lit.callbacks import run_dir
+
+                directory = run_dir(self.trainer)
+            else:
+                directory = Path(".")
+            directory.mkdir(parents=True, exist_ok=True)
+            self._skipped_path = directory / SKIPPED_FILE
+        self._skipped_path.write_text(json.dumps(self.skipped, indent=2) + "\n")
+
+    def _trainer_or_none(self):
+        return getattr(self, "trainer", None)
+
+    def _is_global_zero(self) -> bool:
+        trainer = self._trainer_or_none()
+        return trainer is None or trainer.is_global_zero
+
     @property
     def root(self) -> Path:
         return Path(self.hparams.root)
+

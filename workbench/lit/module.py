@@ -7,10 +7,13 @@ a fixed seeded draw of noise and timesteps, so epochs compare) -> optimizer and 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Literal
 
 import lightning as L
 import torch
+from diffusers import AutoencoderKLCogVideoX
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -30,6 +33,9 @@ class CogVideoXModule(L.LightningModule):
         frozen_dtype: dtype of the frozen weights (VAE, T5 and, in lora mode, the base transformer).
         caption_dropout: probability of training on the empty prompt (for classifier-free guidance).
         val_timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
+        encoders: ``device`` keeps the VAE and T5 on the training device (training from raw
+            videos); ``offload`` (training from a ``workbench prepare`` cache) loads them only when
+            sampling needs them, keeps them on the CPU and moves them to the device just for that.
     """
 
     def __init__(
@@ -51,34 +57,40 @@ class CogVideoXModule(L.LightningModule):
         caption_dropout: float = 0.0,
         vae_slicing: bool = True,
         vae_tiling: bool = False,
+        encoders: Literal["device", "offload"] = "device",
         val_seed: int = 0,
         val_timesteps: int = 4,
     ):
         super().__init__()
+        if encoders not in ("device", "offload"):
+            raise ValueError(f"encoders={encoders!r}: choose 'device' or 'offload'")
         if mode not in ("lora", "full"):
             raise ValueError(f"mode={mode!r}: choose 'lora' or 'full'")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
         self.save_hyperparameters()
         self.components: CogVideoXComponents | None = None
+        self.transformer = self.vae = self.text_encoder = None
+        self.vae_config: dict | None = None
         # Checkpoints hold only what trains (see on_save_checkpoint); the frozen rest comes from `model`.
         self.strict_loading = False
         self._truncation_warned: set[str] = set()
 
     # -- model ---------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.components is not None:
+        if self.transformer is not None:
             return
         hp = self.hparams
-        c = load_components(hp.model)
+        on_device = hp.encoders == "device"
+        # Components may be handed in already built (benchmarks build real-size random ones).
+        c = self.components or load_components(hp.model, load_vae=on_device, load_text_encoder=on_device)
         frozen = DTYPES[hp.frozen_dtype]
-        for m in (c.vae, c.text_encoder):
-            freeze(m)
-            m.to(frozen)
-        if hp.vae_slicing:
-            c.vae.enable_slicing()
-        if hp.vae_tiling:
-            c.vae.enable_tiling()
+        if on_device:
+            self._prepare_encoders(c)
+        elif c.vae is not None:
+            self.vae_config = dict(c.vae.config)
+        elif self.vae_config is None:  # the scaling factor is all training from a cache needs of the VAE
+            self.vae_config = AutoencoderKLCogVideoX.load_config(hp.model, subfolder="vae")
         if hp.mode == "lora":
             freeze(c.transformer)
             c.transformer.to(frozen)
@@ -87,18 +99,61 @@ class CogVideoXModule(L.LightningModule):
                 if p.requires_grad:  # LoRA weights train in fp32 over low-precision base weights, as diffusers does
                     p.data = p.data.float()
         else:
-            c.transformer.requires_grad_(True)
+            c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
         if hp.gradient_checkpointing:
             c.transformer.enable_gradient_checkpointing()
         self.components = c
-        # Registered as submodules so Lightning moves them to the device.
-        self.transformer, self.vae, self.text_encoder = c.transformer, c.vae, c.text_encoder
+        # Registered as submodules so Lightning moves them to the device; offloaded encoders are not.
+        self.transformer = c.transformer
+        if on_device:
+            self.vae, self.text_encoder = c.vae, c.text_encoder
+            self.vae_config = c.vae.config
+
+    def _prepare_encoders(self, c: CogVideoXComponents) -> None:
+        frozen = DTYPES[self.hparams.frozen_dtype]
+        for m in (c.vae, c.text_encoder):
+            freeze(m)
+            m.to(frozen)
+        if self.hparams.vae_slicing:
+            c.vae.enable_slicing()
+        if self.hparams.vae_tiling:
+            c.vae.enable_tiling()
+
+    @contextmanager
+    def sampling_pipeline(self):
+        """A stock CogVideoXPipeline over the live (fine-tuning) transformer, in eval mode.
+
+        With ``encoders: offload`` the VAE and T5 are loaded on first use, moved to the device for
+        the duration of the block and back to the CPU after it.
+        """
+        c = self.components
+        offload = self.hparams.encoders == "offload"
+        if offload and c.vae is None:
+            loaded = load_components(self.hparams.model, transformer_module=c.transformer)
+            c.vae, c.text_encoder, c.tokenizer = loaded.vae, loaded.text_encoder, loaded.tokenizer
+            self._prepare_encoders(c)
+        if offload:
+            c.vae.to(self.device)
+            c.text_encoder.to(self.device)
+        was_training = self.transformer.training
+        self.transformer.eval()
+        try:
+            pipe = c.pipeline()
+            pipe.set_progress_bar_config(disable=True)
+            yield pipe
+        finally:
+            self.transformer.train(was_training)
+            if offload:
+                c.vae.to("cpu")
+                c.text_encoder.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     def train(self, mode: bool = True):
         """Keep the frozen parts in eval mode whatever Lightning asks of the whole module."""
         super().train(mode)
-        for m in (getattr(self, "vae", None), getattr(self, "text_encoder", None)):
+        for m in (self.vae, self.text_encoder):
             if m is not None:
                 m.eval()
         return self
@@ -124,15 +179,33 @@ class CogVideoXModule(L.LightningModule):
     def encode_videos(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, C, F, H, W) in [-1, 1] -> scaled latents (B, F', C', H/8, W/8) for the transformer."""
         dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
-        latents = dist.sample(generator=generator) * self.vae.config.scaling_factor
+        latents = dist.sample(generator=generator) * self.vae_config["scaling_factor"]
         return latents.permute(0, 2, 1, 3, 4).contiguous()
 
     def encode(self, batch: dict, generator: torch.Generator | None = None, train: bool = False):
-        """Latents and prompt embeddings for a batch of raw videos and captions."""
-        captions = list(batch["caption"])
+        """Latents and prompt embeddings for a batch: raw videos + captions, or cache entries.
+
+        A cache entry holds the VAE's latent distribution (mean and log-variance), so the latent is
+        sampled here exactly as it is from raw video, and the T5 embedding of its caption.
+        """
+        n = len(batch["caption"])
+        drop = torch.zeros(n, dtype=torch.bool)
         if train and self.hparams.caption_dropout > 0:
-            drop = torch.rand(len(captions)) < self.hparams.caption_dropout
-            captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+            drop = torch.rand(n) < self.hparams.caption_dropout
+        if "latent_dist" in batch:
+            dist = DiagonalGaussianDistribution(batch["latent_dist"])
+            latents = dist.sample(generator=generator) * self.vae_config["scaling_factor"]
+            latents = latents.permute(0, 2, 1, 3, 4).contiguous()
+            prompt_embeds = batch["prompt_embeds"]
+            if drop.any():
+                empty = batch["empty_prompt_embeds"].expand_as(prompt_embeds)
+                prompt_embeds = torch.where(drop.view(-1, 1, 1).to(prompt_embeds.device), empty, prompt_embeds)
+            return latents, prompt_embeds
+        if self.vae is None:
+            raise RuntimeError("this batch holds raw videos but encoders='offload' left the VAE and T5 "
+                               "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
+                               "model.encoders=device")
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
         latents = self.encode_videos(batch["video"], generator)
         return latents, self.encode_prompts(captions)
 

@@ -62,20 +62,24 @@ def load_components(
     model: str,
     *,
     transformer: str | None = None,
+    transformer_module: CogVideoXTransformer3DModel | None = None,
     load_vae: bool = True,
     load_text_encoder: bool = True,
     revision: str | None = None,
 ) -> CogVideoXComponents:
     """Load the components of ``model`` (hub id or local diffusers directory).
 
-    ``transformer`` optionally points at another transformer directory (a full fine-tune export).
+    ``transformer`` optionally points at another transformer directory (a full fine-tune export);
+    ``transformer_module`` reuses an already loaded transformer (only the other parts are loaded).
     The training scheduler is ``CogVideoXDPMScheduler`` built from the model's own scheduler config,
     as the diffusers CogVideoX trainer does (examples/cogvideo/train_cogvideox_lora.py).
     Weights are read from safetensors only.
     """
     check_model_source(model)
     common = dict(revision=revision)
-    if transformer is not None:
+    if transformer_module is not None:
+        net = transformer_module
+    elif transformer is not None:
         net = CogVideoXTransformer3DModel.from_pretrained(transformer, use_safetensors=True)
     else:
         net = CogVideoXTransformer3DModel.from_pretrained(

@@ -1,0 +1,171 @@
+"""Unit tests of evaluation suites: loading, validation, path resolution, results formatting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from workbench.evaluate import (
+    Suite,
+    SuiteError,
+    SuiteScores,
+    VideoBatch,
+    VideoScore,
+    fvd_note,
+    load_suite,
+    results_markdown,
+    suite_results,
+)
+
+SUITES = REPO / "evals" / "suites"
+
+MINIMAL = """
+prompts: [a red circle, a blue square]
+num_frames: 17
+height: 64
+width: 64
+fps: 16
+num_inference_steps: 2
+reference: data
+fvd_detector: ../detectors/i3d.pt
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mine.yaml") -> Path:
+    path = tmp_path / "suites" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_bundled_suites_load():
+    smoke = load_suite(SUITES / "smoke.yaml")
+    assert smoke.name == "smoke" and 2 <= len(smoke.prompts) <= 4
+    assert smoke.num_frames >= 16 and (smoke.num_frames - 1) % 4 == 0
+    assert (smoke.height, smoke.width) == (64, 64) and smoke.num_inference_steps <= 4
+    from workbench.data.sample import COLOURS, DIRECTIONS, SHAPES
+
+    captions = {f"a {c} {s} moving from {d} on a dark background" for c in COLOURS for s in SHAPES for d in DIRECTIONS}
+    assert set(smoke.prompts) <= captions
+    domain = load_suite(SUITES / "domain.yaml")
+    assert (domain.num_frames, domain.height, domain.width) == (49, 480, 720)
+    assert domain.num_inference_steps == 50 and domain.guidance_scale == 6.0
+    assert domain.clip_model == "openai/clip-vit-base-patch32"
+    assert domain.fvd_detector.name == "i3d_torchscript.pt"
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    (tmp_path / "suites" / "clip").mkdir(parents=True)
+    path = write(tmp_path, MINIMAL + "clip_model: ./clip\n")
+    suite = load_suite(path)
+    assert suite.name == "mine"  # from the file name
+    assert suite.seeds == (0,) and suite.scheduler == "dpm" and suite.batch_size == 1
+    assert suite.reference == tmp_path / "suites" / "data"
+    assert suite.fvd_detector == tmp_path / "detectors" / "i3d.pt"
+    assert Path(suite.clip_model) == (tmp_path / "suites" / "clip").absolute()
+    assert suite.path == path and suite.num_videos == 2
+    json.dumps(suite.settings())  # params and results.json need plain values
+
+
+def test_hub_clip_model_kept(tmp_path):
+    suite = load_suite(write(tmp_path, MINIMAL + "clip_model: openai/clip-vit-large-patch14\n"))
+    assert suite.clip_model == "openai/clip-vit-large-patch14"
+    assert load_suite(write(tmp_path, MINIMAL, "b.yaml")).clip_model == "openai/clip-vit-base-patch32"
+
+
+def test_prompts_file_appends(tmp_path):
+    (tmp_path / "suites" / "p.txt").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "suites" / "p.txt").write_text("a green dot\n\n  a yellow bar  \n")
+    suite = load_suite(write(tmp_path, MINIMAL + "prompts_file: p.txt\n"))
+    assert suite.prompts == ("a red circle", "a blue square", "a green dot", "a yellow bar")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prompts": "[]"}, "no prompts"),
+        ({"prompts": "['a', '  ']"}, "prompts[1] is empty"),
+        ({"num_frames": "13"}, "16-frame clips"),
+        ({"num_frames": "18"}, "4k+1"),
+        ({"height": "72"}, "multiples of 16"),
+        ({"seeds": "[1, 1]"}, "distinct integers"),
+        ({"seeds": "[]"}, "seeds is empty"),
+        ({"num_inference_steps": "0"}, "positive integer"),
+        ({"fps": "0"}, "fps=0"),
+        ({"guidance_scale": "-1"}, "guidance_scale"),
+        ({"scheduler": "euler"}, "scheduler='euler'"),
+        ({"prompts": "[just one]"}, "at least 2 generated videos"),
+        ({"name": "'my suite'"}, "name='my suite'"),
+    ],
+)
+def test_invalid_fields_name_the_file_and_field(tmp_path, change, message):
+    lines = [line for line in MINIMAL.strip().splitlines() if line.split(":")[0] not in change]
+    path = write(tmp_path, "\n".join(lines + [f"{k}: {v}" for k, v in change.items()]) + "\n")
+    with pytest.raises(SuiteError, match="mine.yaml") as err:
+        load_suite(path)
+    assert message in str(err.value)
+
+
+def test_missing_prompts_key(tmp_path):
+    text = "\n".join(line for line in MINIMAL.splitlines() if not line.startswith("prompts"))
+    with pytest.raises(SuiteError, match="no prompts"):
+        load_suite(write(tmp_path, text))
+
+
+def test_unknown_key_and_bad_files(tmp_path):
+    with pytest.raises(SuiteError, match="unknown field.*num_frame\\b"):
+        load_suite(write(tmp_path, MINIMAL + "num_frame: 17\n"))
+    with pytest.raises(SuiteError, match="no such suite file"):
+        load_suite(tmp_path / "nope.yaml")
+    with pytest.raises(SuiteError, match="YAML mapping"):
+        load_suite(write(tmp_path, "- a\n- b\n", "list.yaml"))
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        load_suite(write(tmp_path, "prompts: [a\n", "broken.yaml"))
+    with pytest.raises(SuiteError, match="prompts_file .* does not exist"):
+        load_suite(write(tmp_path, MINIMAL + "prompts_file: missing.txt\n", "pf.yaml"))
+
+
+def test_overrides_are_validated():
+    suite = Suite(name="s", prompts=("a", "b"), num_frames=17, height=64, width=64)
+    assert suite.with_overrides(clip_model="x", fvd_detector=None).clip_model == "x"
+    assert suite.with_overrides(fvd_detector=None).fvd_detector is None
+    with pytest.raises(SuiteError, match="4k\\+1"):
+        suite.with_overrides(num_frames=20)
+
+
+def test_jobs_are_prompt_major_with_every_seed():
+    suite = Suite(name="s", prompts=["a", "b"], seeds=[3, 7], num_frames=17, height=64, width=64)
+    assert suite.jobs() == [(0, "a", 3), (0, "a", 7), (1, "b", 3), (1, "b", 7)]
+
+
+def test_results_json_and_markdown(tmp_path):
+    suite = Suite(name="s", prompts=("a | b", "c"), seeds=(0,), num_frames=17, height=64, width=64)
+    videos = [VideoScore("a | b", 20.0, 0, 0, tmp_path / "videos" / "000-seed0.mp4"),
+              VideoScore("c", 10.0, 0, 1, tmp_path / "videos" / "001-seed0.mp4")]
+    scores = SuiteScores(15.0, 123.0, 2, 8, videos)
+    base = SuiteScores(12.0, 150.0, 2, 8, [VideoScore(v.prompt, v.clip_score - 1, v.seed, v.prompt_index,
+                                                      tmp_path / "videos_base" / v.path.name) for v in videos])
+    results = suite_results(suite, scores, base, out=tmp_path, info={"model": "m"})
+    assert results["metrics"]["eval/clip_score"] == 15.0 and results["metrics"]["eval/fvd_base"] == 150.0
+    assert results["videos"][0]["path"] == "videos/000-seed0.mp4"
+    assert results["videos"][1]["base_clip_score"] == 9.0
+    assert "rank-deficient" in results["fvd_note"]
+    json.dumps(results)
+    md = results_markdown(results)
+    assert "a \\| b" in md and "| `eval/fvd` | 123 | 150 |" in md
+
+
+def test_fvd_note_only_for_small_sets():
+    assert fvd_note(2048, 2048) is None
+    assert "400" in fvd_note(500, 100)
+
+
+def test_video_batch_checks_counts():
+    with pytest.raises(ValueError, match="2 videos but 1 prompts"):
+        VideoBatch(torch.zeros(2, 16, 3, 8, 8), ["a"])
+    batch = VideoBatch(torch.zeros(1, 16, 3, 8, 8), ["a"])
+    assert batch.seeds == [None] and batch.paths == [None]

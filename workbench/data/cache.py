@@ -1,0 +1,195 @@
+"""The latent + text-embedding cache written by ``workbench prepare``.
+
+Encoding 49 frames at 720x480 through the VAE costs seconds a clip and T5-XXL needs ~10 GB, so
+both run once, here, and training reads the results (see finetrainers' precomputation and the
+CogVideo repo's cached latents; unlike them we keep the VAE's latent *distribution*, mean and
+log-variance, so training samples a fresh latent each step exactly as it would from raw video).
+
+Layout of a cache directory::
+
+    index.json               what the cache was made from (model, VAE config hash, frames, size,
+                             fps, text length) and, once complete, every entry's shard
+    empty_prompt.safetensors the T5 embedding of "" (caption dropout for classifier-free guidance)
+    shards/NNNNNN.safetensors one sample each: latent_dist (2C, F', H/8, W/8), prompt_embeds (L, D)
+
+Each shard is written to a temporary name and renamed, so a kill never leaves a half-written
+shard; re-running ``prepare`` encodes only what is missing. Processes can split the work
+(``--num-shards``/``--shard-index``, or one per GPU rank) since every sample has its own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from workbench.data.manifest import Entry, read_manifest
+
+FORMAT_VERSION = 1
+
+
+class CacheError(ValueError):
+    """A cache that is missing, incomplete or made for other settings."""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything that changes what the cache holds; a mismatch makes a cache stale."""
+
+    model: str
+    vae_config_sha256: str
+    text_encoder_config_sha256: str
+    num_frames: int
+    height: int
+    width: int
+    fps: float | None
+    max_text_len: int
+    format_version: int = FORMAT_VERSION
+
+
+def config_sha256(config) -> str:
+    """A stable hash of a diffusers/transformers config (private keys such as _name_or_path dropped)."""
+    items = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    items = {k: v for k, v in items.items() if not k.startswith("_") and k not in ("transformers_version",)}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(path: Path, tensors: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def shard_path(cache_dir: Path, index: int) -> Path:
+    return cache_dir / "shards" / f"{index:06d}.safetensors"
+
+
+def read_index(cache_dir: str | Path) -> dict:
+    path = Path(cache_dir) / "index.json"
+    if not path.is_file():
+        raise CacheError(f"{cache_dir}: no cache here (index.json missing); run `workbench prepare` first")
+    return json.loads(path.read_text())
+
+
+def check_key(cache_dir: str | Path, expected: CacheKey) -> dict:
+    """The cache's index, or a CacheError naming every setting that differs from ``expected``."""
+    index = read_index(cache_dir)
+    found = index.get("key", {})
+    diffs = [f"{k}: cache has {found.get(k)!r}, run needs {v!r}" for k, v in asdict(expected).items()
+             if found.get(k) != v]
+    if diffs:
+        raise CacheError(f"{cache_dir}: cache was made for other settings ({'; '.join(diffs)}); "
+                         "re-run `workbench prepare` into a new directory")
+    return index
+
+
+def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encode_fn, empty_prompt_fn,
+                   rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
+    """Encode every manifest entry of ``root`` that has no shard yet; return the final index.
+
+    ``encode_fn(entry) -> {"latent_dist": ..., "prompt_embeds": ...}`` does the model work, so
+    this function owns only the bookkeeping (what is done, atomic writes, resumption).
+    Process ``rank`` of ``world_size`` encodes entries ``rank::world_size``; rank 0 writes the index.
+    """
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir)
+    (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
+    entries = read_manifest(root)
+    index_path = cache_dir / "index.json"
+    if index_path.is_file():
+        check_key(cache_dir, key)
+    elif rank == 0:
+        _atomic_json(index_path, {"key": asdict(key), "root": str(Path(root).resolve()), "complete": False})
+    if rank == 0 and not (cache_dir / "empty_prompt.safetensors").is_file():
+        _atomic_safetensors(cache_dir / "empty_prompt.safetensors", {"prompt_embeds": empty_prompt_fn()})
+
+    mine = [i for i in range(len(entries)) if i % world_size == rank]
+    todo = [i for i in mine if not shard_path(cache_dir, i).is_file()]
+    failures = {}
+    bar = tqdm(todo, desc=f"encoding (rank {rank})" if world_size > 1 else "encoding", unit="clip",
+               disable=not progress)
+    for i in bar:
+        try:
+            tensors = encode_fn(entries[i])
+        except Exception as e:  # noqa: BLE001 - a bad sample is reported, never fatal to the others
+            failures[entries[i].file_name] = f"{type(e).__name__}: {e}"
+            continue
+        _atomic_safetensors(shard_path(cache_dir, i), tensors)
+    if failures:
+        _atomic_json(cache_dir / f"failures.rank{rank}.json", failures)
+    if rank == 0:
+        return finalize_index(cache_dir, root, key, entries, world_size)
+    return read_index(cache_dir)
+
+
+def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry], world_size: int = 1,
+                   wait_s: float = 0.0) -> dict:
+    """Record which entries have shards; ``complete`` only when all do."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        have = [i for i in range(len(entries)) if shard_path(cache_dir, i).is_file()]
+        if len(have) == len(entries) or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    failures = {}
+    for f in cache_dir.glob("failures.rank*.json"):
+        failures.update(json.loads(f.read_text()))
+    index = {
+        "key": asdict(key),
+        "root": str(Path(root).resolve()),
+        "complete": len(have) == len(entries),
+        "num_entries": len(entries),
+        "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption,
+                     "shard": shard_path(cache_dir, i).name} for i in have],
+        "failed": failures,
+    }
+    _atomic_json(cache_dir / "index.json", index)
+    return index
+
+
+class CachedLatentDataset(Dataset):
+    """Samples of a complete cache: latent distribution, prompt embedding, caption."""
+
+    def __init__(self, cache_dir: str | Path, expected: CacheKey | None = None, entries: list[dict] | None = None):
+        self.cache_dir = Path(cache_dir)
+        index = check_key(cache_dir, expected) if expected is not None else read_index(cache_dir)
+        if not index.get("complete"):
+            n, total = len(index.get("entries", [])), index.get("num_entries", "?")
+            raise CacheError(f"{cache_dir}: cache is incomplete ({n}/{total} samples); re-run `workbench prepare` "
+                             "to finish it" + (f" ({len(index['failed'])} failed: see index.json)" if index.get("failed") else ""))
+        self.index = index
+        self.entries = entries if entries is not None else index["entries"]
+        self.empty_prompt_embeds = load_file(str(self.cache_dir / "empty_prompt.safetensors"))["prompt_embeds"]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict:
+        entry = self.entries[i]
+        tensors = load_file(str(self.cache_dir / "shards" / entry["shard"]))
+        return {"latent_dist": tensors["latent_dist"], "prompt_embeds": tensors["prompt_embeds"],
+                "caption": entry["caption"], "id": entry["file_name"]}
+
+    def collate(self, samples: list[dict]) -> dict:
+        batch = {
+            "latent_dist": torch.stack([s["latent_dist"] for s in samples]),
+            "prompt_embeds": torch.stack([s["prompt_embeds"] for s in samples]),
+            "caption": [s["caption"] for s in samples],
+            "id": [s["id"] for s in samples],
+        }
+        batch["empty_prompt_embeds"] = self.empty_prompt_embeds.unsqueeze(0)
+        return batch

@@ -8,6 +8,7 @@ the other stages are subcommands of their own: ``quickstart``, ``data``, ``prepa
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--num-clips", type=int, default=8)
     p.set_defaults(func=cmd_data_sample)
+
+    from workbench.data.check import add_cli as add_data_check
+
+    add_data_check(data)
+    for module in ("workbench.prepare", "workbench.evaluate", "workbench.export", "workbench.generate"):
+        importlib.import_module(module).add_cli(sub)
     return parser
 
 
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(ns, "func"):
         parser.print_help()
         return 2
-    return ns.func(ns)
+    return int(ns.func(ns) or 0)
 
 
 if __name__ == "__main__":

@@ -164,9 +164,12 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry], w
 class CachedLatentDataset(Dataset):
     """Samples of a complete cache: latent distribution, prompt embedding, caption."""
 
-    def __init__(self, cache_dir: str | Path, expected: CacheKey | None = None, entries: list[dict] | None = None):
+    def __init__(self, cache_dir: str | Path, expected: CacheKey | None = None, entries: list[dict] | None = None,
+                 index: dict | None = None):
         self.cache_dir = Path(cache_dir)
-        index = check_key(cache_dir, expected) if expected is not None else read_index(cache_dir)
+        if expected is not None:
+            check_key(cache_dir, expected)
+        index = index if index is not None else read_index(cache_dir)
         if not index.get("complete"):
             n, total = len(index.get("entries", [])), index.get("num_entries", "?")
             raise CacheError(f"{cache_dir}: cache is incomplete ({n}/{total} samples); re-run `workbench prepare` "

@@ -53,13 +53,20 @@ class VideoDataModule(L.LightningDataModule):
         buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
         bucket_seed: seed of the bucket sampler's order (combined with the epoch).
         report_dir: where ``skipped_samples.json`` goes; default the run directory (``<default_root_dir>/<run id>``).
+        cache: a ``workbench prepare`` cache directory to train from instead of decoding videos (pair it
+            with ``model.encoders: offload``). It is checked against the run's model and data settings
+            and refused when it was made for others.
     """
 
     def __init__(self, root: str = "datasets/sample", num_frames: int = 49, height: int = 480, width: int = 720,
                  fps: float | None = 8.0, batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
                  val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
-                 buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None):
+                 buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
+                 cache: str | None = None):
         super().__init__()
+        if cache is not None and (buckets is not None or val_root is not None):
+            raise ValueError("data.cache trains from one `workbench prepare` cache at one size: drop data.buckets "
+                             "and data.val_root (validation uses the cache's first val_samples entries)")
         check_frame_count(num_frames)
         check_resolution(height, width)
         if on_bad_sample not in ON_BAD_SAMPLE:
@@ -77,6 +84,9 @@ class VideoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
+        if hp.cache:
+            self._setup_cache()
+            return
         entries, sizes = self._usable(hp.root, read_manifest(hp.root))
         self.train_set = self._dataset(hp.root, entries, sizes)
         if hp.val_root:
@@ -84,6 +94,32 @@ class VideoDataModule(L.LightningDataModule):
             self.val_set = self._dataset(hp.val_root, val_entries, val_sizes)
         else:
             self.val_set = self._dataset(hp.root, entries[: hp.val_samples], sizes[: hp.val_samples] if sizes else None)
+        if hp.on_bad_sample == "skip":
+            self._write_skipped()
+
+    def _setup_cache(self) -> None:
+        """Train and validate from the cache; the key must match this run's model and data settings."""
+        from workbench.data.cache import CachedLatentDataset, read_index
+        from workbench.prepare import cache_key
+
+        hp = self.hparams
+        trainer = self._trainer_or_none()
+        model = trainer.lightning_module.hparams.model if trainer is not None else None
+        expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps) if model else None
+        index = read_index(hp.cache)
+        entries = None
+        if hp.on_bad_sample == "skip" and not index.get("complete"):
+            entries = index.get("entries", [])
+            present = {e["file_name"] for e in entries}
+            failed = index.get("failed", {})
+            for e in read_manifest(hp.root):
+                if e.file_name not in present:
+                    self.skipped.append({"root": str(hp.root), "file": e.file_name, "where": e.where, "stage": "prepare",
+                                         "reason": failed.get(e.file_name, "not in the cache"), "code": "not_cached"})
+            index["complete"] = True  # the policy accepts the missing ones; they are reported
+        self.train_set = CachedLatentDataset(hp.cache, expected, entries=entries, index=index)
+        self.val_set = CachedLatentDataset(hp.cache, expected, entries=self.train_set.entries[: hp.val_samples],
+                                           index=index)
         if hp.on_bad_sample == "skip":
             self._write_skipped()
 
@@ -126,8 +162,11 @@ class VideoDataModule(L.LightningDataModule):
         return self._checked[root]
 
     # -- loaders -------------------------------------------------------------------------------
-    def _loader(self, dataset: VideoCaptionDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        if self.hparams.cache:
+            return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
+                              collate_fn=dataset.collate, persistent_workers=workers > 0, drop_last=shuffle)
         if dataset.sizes is None:
             return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
                               collate_fn=collate, persistent_workers=workers > 0, drop_last=shuffle)
@@ -183,6 +222,14 @@ class VideoDataModule(L.LightningDataModule):
             directory.mkdir(parents=True, exist_ok=True)
             self._skipped_path = directory / SKIPPED_FILE
         self._skipped_path.write_text(json.dumps(self.skipped, indent=2) + "\n")
+        trainer = self._trainer_or_none()
+        if trainer is not None and self.skipped:
+            from workbench.tracking import mlflow_logger
+
+            logger = mlflow_logger(trainer)
+            if logger is not None:
+                logger.log_artifact(self._skipped_path, "data")
+                logger.log_metrics({"data/skipped_samples": float(len(self.skipped))}, step=trainer.global_step)
 
     def _trainer_or_none(self):
         return getattr(self, "trainer", None)

@@ -7,19 +7,19 @@ a fixed seeded draw of noise and timesteps, so epochs compare) -> optimizer and 
 
 from __future__ import annotations
 
+import zlib
 from contextlib import contextmanager
 from typing import Literal
 
 import lightning as L
 import torch
 from diffusers import AutoencoderKLCogVideoX
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from lightning.pytorch.utilities import rank_zero_warn
 
 from workbench.model.adapters import add_lora
 from workbench.model.loading import CogVideoXComponents, freeze, load_components
-from workbench.model.objective import diffusion_loss, sample_timesteps
+from workbench.model.objective import diffusion_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,6 +58,7 @@ class CogVideoXModule(L.LightningModule):
         vae_slicing: bool = True,
         vae_tiling: bool = False,
         encoders: Literal["device", "offload"] = "device",
+        noise_seed: int = 0,
         val_seed: int = 0,
         val_timesteps: int = 4,
     ):
@@ -176,58 +177,82 @@ class CogVideoXModule(L.LightningModule):
         return self.text_encoder(ids)[0]
 
     @torch.no_grad()
-    def encode_videos(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, C, F, H, W) in [-1, 1] -> scaled latents (B, F', C', H/8, W/8) for the transformer."""
-        dist = self.vae.encode(video.to(self.vae.dtype)).latent_dist
-        latents = dist.sample(generator=generator) * self.vae_config["scaling_factor"]
-        return latents.permute(0, 2, 1, 3, 4).contiguous()
+    def latent_moments(self, batch: dict) -> torch.Tensor:
+        """The VAE's latent distribution (mean, log-variance) of each sample: (B, 2C, F', H/8, W/8).
 
-    def encode(self, batch: dict, generator: torch.Generator | None = None, train: bool = False):
-        """Latents and prompt embeddings for a batch: raw videos + captions, or cache entries.
-
-        A cache entry holds the VAE's latent distribution (mean and log-variance), so the latent is
-        sampled here exactly as it is from raw video, and the T5 embedding of its caption.
+        A cache entry stores exactly this, so cached and raw-video training sample alike.
         """
-        n = len(batch["caption"])
-        drop = torch.zeros(n, dtype=torch.bool)
-        if train and self.hparams.caption_dropout > 0:
-            drop = torch.rand(n) < self.hparams.caption_dropout
         if "latent_dist" in batch:
-            dist = DiagonalGaussianDistribution(batch["latent_dist"])
-            latents = dist.sample(generator=generator) * self.vae_config["scaling_factor"]
-            latents = latents.permute(0, 2, 1, 3, 4).contiguous()
-            prompt_embeds = batch["prompt_embeds"]
-            if drop.any():
-                empty = batch["empty_prompt_embeds"].expand_as(prompt_embeds)
-                prompt_embeds = torch.where(drop.view(-1, 1, 1).to(prompt_embeds.device), empty, prompt_embeds)
-            return latents, prompt_embeds
+            return batch["latent_dist"]
         if self.vae is None:
             raise RuntimeError("this batch holds raw videos but encoders='offload' left the VAE and T5 "
                                "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
                                "model.encoders=device")
-        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-        latents = self.encode_videos(batch["video"], generator)
-        return latents, self.encode_prompts(captions)
+        return self.vae.encode(batch["video"].to(self.vae.dtype)).latent_dist.parameters
+
+    def sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
+        """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).
+
+        Every random draw of a step comes from these, so a run is the same whatever the number of
+        processes sharing its global batch, and again after a resume from a checkpoint.
+        """
+        first = self.global_rank * batch_size
+        seeds = [hash((self.hparams.noise_seed, *key, first + i)) & 0x7FFF_FFFF_FFFF_FFFF for i in range(batch_size)]
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    def draw(self, generators: list[torch.Generator], shape: torch.Size) -> torch.Tensor:
+        """A standard normal tensor of ``shape`` per sample, stacked, on this module's device."""
+        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
+
+    def sample_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W)."""
+        mean, logvar = moments.float().chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        latents = (mean + std * self.draw(generators, mean.shape[1:])) * self.vae_config["scaling_factor"]
+        return latents.permute(0, 2, 1, 3, 4).contiguous()
+
+    def prompt_embeddings(self, batch: dict, drop: torch.Tensor) -> torch.Tensor:
+        """T5 embeddings of the captions (cached or computed), the empty prompt where ``drop``."""
+        if "prompt_embeds" in batch:
+            embeds = batch["prompt_embeds"]
+            if drop.any():
+                empty = batch["empty_prompt_embeds"].to(embeds).expand_as(embeds)
+                embeds = torch.where(drop.view(-1, 1, 1).to(embeds.device), empty, embeds)
+            return embeds
+        return self.encode_prompts(["" if d else c for c, d in zip(batch["caption"], drop.tolist())])
+
+    def batch_loss(self, batch: dict, generators: list[torch.Generator], train: bool) -> torch.Tensor:
+        """The objective for one batch; all randomness drawn from ``generators`` in a fixed order."""
+        moments = self.latent_moments(batch)
+        latents = self.sample_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
+                                                              else torch.float32)
+        n_train = self.components.scheduler.config.num_train_timesteps
+        noise = self.draw(generators, latents.shape[1:]).to(latents.dtype)
+        timesteps = torch.stack([torch.randint(0, n_train, (), generator=g) for g in generators]).to(self.device)
+        drop = torch.zeros(len(generators), dtype=torch.bool)
+        if train and self.hparams.caption_dropout > 0:
+            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.caption_dropout
+        prompt_embeds = self.prompt_embeddings(batch, drop)
+        return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
+                              noise=noise, timesteps=timesteps)
 
     # -- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        latents, prompt_embeds = self.encode(batch, train=True)
-        loss = diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds)
-        self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
+        accumulate = self.trainer.accumulate_grad_batches
+        micro_step = self.global_step * accumulate + batch_idx % accumulate
+        gens = self.sample_generators(len(batch["caption"]), 1, micro_step)
+        loss = self.batch_loss(batch, gens, train=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(gens))
         return loss
 
     def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """The loss of a batch under a fixed, seeded draw of latents, noise and timesteps."""
-        g = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
-        latents, prompt_embeds = self.encode(batch, generator=torch.Generator(self.device).manual_seed(
-            self.hparams.val_seed + batch_idx))
-        n = self.components.scheduler.config.num_train_timesteps
+        """The loss of a batch under fixed draws per (val_seed, sample, repeat): comparable across epochs
+        and independent of how validation is batched or split over processes."""
         losses = []
-        for _ in range(self.hparams.val_timesteps):
-            t = sample_timesteps(latents.shape[0], n, g).to(self.device)
-            noise = torch.randn(latents.shape, generator=g, dtype=latents.dtype).to(self.device)
-            losses.append(diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
-                                         noise=noise, timesteps=t))
+        for k in range(self.hparams.val_timesteps):
+            gens = [torch.Generator().manual_seed(hash((self.hparams.val_seed, zlib.crc32(str(i).encode()), k))
+                                                  & 0x7FFF_FFFF_FFFF_FFFF) for i in batch["id"]]
+            losses.append(self.batch_loss(batch, gens, train=False))
         return torch.stack(losses).mean()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -95,6 +95,11 @@ def cmd_prepare(ns: argparse.Namespace) -> int:
         print(f"error: missing {', '.join('--' + m.replace('_', '-') for m in missing)} (or --config RECIPE)",
               file=sys.stderr)
         return 2
+    if values["cache"] == "auto":
+        from workbench.data.cache import auto_cache_dir
+
+        values["cache"] = str(auto_cache_dir(values["root"], values["model"], int(values["num_frames"]),
+                                             int(values["height"]), int(values["width"]), values.get("fps")))
     rank = ns.shard_index if ns.shard_index is not None else int(os.environ.get("RANK", 0))
     world = ns.num_shards if ns.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
     device = ns.device
@@ -128,7 +133,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--config", help="recipe YAML to read model/data settings from")
     p.add_argument("--model", help="hub id or local diffusers directory")
     p.add_argument("--root", "--data-root", dest="root", help="dataset folder")
-    p.add_argument("--cache", help="cache directory to write")
+    p.add_argument("--cache", help="cache directory to write ('auto': <root>/.workbench-cache/<model>-<F>x<H>x<W>-<fps>fps, "
+                   "what data.cache: auto reads)")
     p.add_argument("--num-frames", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)

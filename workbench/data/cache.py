@@ -73,6 +73,12 @@ def _atomic_safetensors(path: Path, tensors: dict) -> None:
     os.replace(tmp, path)
 
 
+def auto_cache_dir(root: str | Path, model: str, num_frames: int, height: int, width: int, fps: float | None) -> Path:
+    """Where ``cache: auto`` lives: under the dataset, named by the model and the data settings."""
+    name = str(model).rstrip("/").replace("\\", "/").split("/")[-1] or "model"
+    return Path(root) / ".workbench-cache" / f"{name}-{num_frames}x{height}x{width}-{fps or 'native'}fps"
+
+
 def shard_path(cache_dir: Path, index: int) -> Path:
     return cache_dir / "shards" / f"{index:06d}.safetensors"
 

@@ -55,7 +55,9 @@ class VideoDataModule(L.LightningDataModule):
         report_dir: where ``skipped_samples.json`` goes; default the run directory (``<default_root_dir>/<run id>``).
         cache: a ``workbench prepare`` cache directory to train from instead of decoding videos (pair it
             with ``model.encoders: offload``). It is checked against the run's model and data settings
-            and refused when it was made for others.
+            and refused when it was made for others. ``auto`` uses ``<root>/.workbench-cache/<model>-<F>x<H>x<W>-<fps>fps``
+            and encodes whatever is missing before training starts (Lightning's prepare_data, so on
+            one process per node; with several GPUs run ``torchrun ... workbench.cli prepare`` first).
     """
 
     def __init__(self, root: str = "datasets/sample", num_frames: int = 49, height: int = 480, width: int = 720,
@@ -97,6 +99,38 @@ class VideoDataModule(L.LightningDataModule):
         if hp.on_bad_sample == "skip":
             self._write_skipped()
 
+    def _cache_dir(self) -> Path:
+        hp = self.hparams
+        if hp.cache != "auto":
+            return Path(hp.cache)
+        from workbench.data.cache import auto_cache_dir
+
+        return auto_cache_dir(hp.root, self.trainer.lightning_module.hparams.model, hp.num_frames, hp.height,
+                              hp.width, hp.fps)
+
+    def prepare_data(self) -> None:
+        """With ``cache: auto``, encode what the cache lacks (VAE + T5 loaded here, freed after)."""
+        hp = self.hparams
+        if hp.cache != "auto":
+            return
+        from workbench.data.cache import read_index
+        from workbench.prepare import prepare
+
+        cache = self._cache_dir()
+        if (cache / "index.json").is_file() and read_index(cache).get("complete"):
+            return
+        module = self.trainer.lightning_module
+        device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
+        prepare(module.hparams.model, hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps, device=device,
+                dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling)
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def _setup_cache(self) -> None:
         """Train and validate from the cache; the key must match this run's model and data settings."""
         from workbench.data.cache import CachedLatentDataset, read_index
@@ -106,7 +140,8 @@ class VideoDataModule(L.LightningDataModule):
         trainer = self._trainer_or_none()
         model = trainer.lightning_module.hparams.model if trainer is not None else None
         expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps) if model else None
-        index = read_index(hp.cache)
+        cache = self._cache_dir()
+        index = read_index(cache)
         entries = None
         if hp.on_bad_sample == "skip" and not index.get("complete"):
             entries = index.get("entries", [])
@@ -117,8 +152,8 @@ class VideoDataModule(L.LightningDataModule):
                     self.skipped.append({"root": str(hp.root), "file": e.file_name, "where": e.where, "stage": "prepare",
                                          "reason": failed.get(e.file_name, "not in the cache"), "code": "not_cached"})
             index["complete"] = True  # the policy accepts the missing ones; they are reported
-        self.train_set = CachedLatentDataset(hp.cache, expected, entries=entries, index=index)
-        self.val_set = CachedLatentDataset(hp.cache, expected, entries=self.train_set.entries[: hp.val_samples],
+        self.train_set = CachedLatentDataset(cache, expected, entries=entries, index=index)
+        self.val_set = CachedLatentDataset(cache, expected, entries=self.train_set.entries[: hp.val_samples],
                                            index=index)
         if hp.on_bad_sample == "skip":
             self._write_skipped()

@@ -116,8 +116,12 @@ def baseline_lora(rank, checkpointing):
     return timed(step), net.config
 
 
-def workbench_step(mode, rank, checkpointing, source, steps=7):
-    """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N."""
+def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, compile_=False, losses=None,
+                   attention=None):
+    """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N.
+
+    ``losses``, if a list, receives the training loss of every step (for the loss-curve comparison).
+    """
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
@@ -136,7 +140,9 @@ def workbench_step(mode, rank, checkpointing, source, steps=7):
         tok = _t5_style_tokenizer(Path(tempfile.mkdtemp()))
     comps = CogVideoXComponents(build_transformer(torch.bfloat16), vae, t5, tok, scheduler())
     module = CogVideoXModule(model="random-real-config", mode=mode, lora_rank=rank, lora_alpha=rank,
-                             gradient_checkpointing=checkpointing, frozen_dtype="bf16",
+                             gradient_checkpointing=checkpointing, checkpoint_fraction=fraction,
+                             compile_blocks=compile_, attention_backend=attention, frozen_dtype="bf16",
+                             learning_rate=1e-4,
                              encoders="device" if on_device else "offload", warmup_steps=0)
     module.components = comps
     if not on_device:
@@ -160,9 +166,11 @@ def workbench_step(mode, rank, checkpointing, source, steps=7):
             torch.cuda.synchronize()
             self.t0 = time.perf_counter()
 
-        def on_train_batch_end(self, *a):
+        def on_train_batch_end(self, trainer, module, outputs, *a):
             torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
+            if losses is not None:
+                losses.append(float(outputs["loss"]))
 
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -216,18 +224,51 @@ CASES = {
     "workbench_lora_r128_nockpt_cache": lambda: workbench_step("lora", 128, False, "cache"),
     "workbench_lora_r128_ckpt_raw": lambda: workbench_step("lora", 128, True, "raw"),
     "workbench_full_ckpt_cache": lambda: workbench_step("full", 0, True, "cache"),
+    "workbench_lora_r128_ckpt_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, compile_=True),
+    "workbench_lora_r128_ckpt50_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, fraction=0.5,
+                                                                  compile_=True),
+    "workbench_lora_r128_ckpt25_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, fraction=0.25,
+                                                                  compile_=True),
+    "workbench_lora_r128_nockpt_compiled": lambda: workbench_step("lora", 128, False, "cache", steps=8, compile_=True),
+    "workbench_full_ckpt_compiled": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True),
+    "workbench_lora_r128_nockpt_compiled_cudnn": lambda: workbench_step("lora", 128, False, "cache", steps=8,
+                                                                        compile_=True, attention="cudnn"),
+    "workbench_lora_r128_ckpt25_compiled_cudnn": lambda: workbench_step("lora", 128, True, "cache", steps=8,
+                                                                        fraction=0.25, compile_=True, attention="cudnn"),
+    "workbench_lora_r128_ckpt_compiled_cudnn": lambda: workbench_step("lora", 128, True, "cache", steps=8,
+                                                                      compile_=True, attention="cudnn"),
+    "workbench_lora_r128_ckpt_cudnn": lambda: workbench_step("lora", 128, True, "cache", attention="cudnn"),
+    "workbench_full_ckpt_compiled_cudnn": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True,
+                                                                 attention="cudnn"),
 }
+
+
+def loss_curves(steps=16):
+    """Same seed, same data: the default path (full checkpointing, eager) vs the fastest settings."""
+    curves = {}
+    for name, kw in (("default", dict(fraction=1.0, compile_=False)), ("optimized", dict(fraction=0.25, compile_=True, attention="cudnn"))):
+        cleanup()
+        torch.manual_seed(0)
+        curves[name] = []
+        workbench_step("lora", 128, True, "cache", steps=steps, losses=curves[name], **kw)
+    return curves
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated case names (default: all)")
-    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true", help="skip the VAE-encode and pipeline timings")
     parser.add_argument("--out", default="real_size.json")
+    parser.add_argument("--cap-gib", type=float, default=None,
+                        help="cap the process's GPU memory (48 emulates the A6000) with set_per_process_memory_fraction")
+    parser.add_argument("--loss-curves", action="store_true", help="also compare default vs optimized loss curves")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total))
     names = args.only.split(",") if args.only else list(CASES)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cap_gib": args.cap_gib}
     rows = []
     for name in names:
         if name not in CASES:
@@ -244,8 +285,9 @@ def main() -> None:
         rows.append(name)
         print(name, results[name], flush=True)
         json.dump(results, open(args.out, "w"), indent=1)
-    for name, fn in (("vae_encode_s_per_clip", vae_encode_seconds),) + (
-            () if args.skip_inference else (("pipeline_s_per_50step_cfg_video", pipeline_seconds),)):
+    extra = () if args.skip_inference else (("vae_encode_s_per_clip", vae_encode_seconds),
+                                            ("pipeline_s_per_50step_cfg_video", pipeline_seconds))
+    for name, fn in extra:
         cleanup()
         try:
             results[name] = {"seconds": fn(), "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
@@ -254,6 +296,17 @@ def main() -> None:
             results[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         print(name, results[name], flush=True)
         json.dump(results, open(args.out, "w"), indent=1)
+    if args.loss_curves:
+        try:
+            results["loss_curves"] = loss_curves()
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            results["loss_curves"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        json.dump(results, open(args.out, "w"), indent=1)
+        curves = results["loss_curves"]
+        if "error" not in curves:
+            for i, (a, b) in enumerate(zip(curves["default"], curves["optimized"])):
+                print(f"step {i:2d} loss default {a:.5f} optimized {b:.5f}")
     fwd = transformer_forward_flops(_cfg())
     print(f"\n{results['device']}: one transformer forward = {fwd / 1e12:.0f} TFLOP")
     base = results.get("baseline_lora_r128_ckpt", {}).get("step_s")

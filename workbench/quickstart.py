@@ -52,7 +52,8 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     print("== 2/3 evaluate (smoke suite: CLIP score, FVD; fine-tuned vs base)", flush=True)
     result = evaluate(SMOKE_SUITE, checkpoint, compare_base=True, clip_model=str(clip_dir),
                       fvd_detector=str(i3d_path), reference=str(data_dir),
-                      out=workdir / "eval" / logger.run_id, tracking_uri=logger.tracking_uri, progress=False)
+                      out=workdir / "eval" / logger.run_id, cache_dir=workdir / "fvd-cache",
+                      tracking_uri=logger.tracking_uri, progress=False)
 
     t2 = time.perf_counter()
     print(f"   evaluation took {t2 - t1:.0f} s", flush=True)

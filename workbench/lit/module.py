@@ -8,7 +8,7 @@ a fixed seeded draw of noise and timesteps, so epochs compare) -> optimizer and 
 from __future__ import annotations
 
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import lightning as L
@@ -16,11 +16,15 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 from diffusers.optimization import get_scheduler
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from workbench.model.adapters import add_lora
-from workbench.model.loading import CogVideoXComponents, freeze, load_components
+from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
+from workbench.model.speed import compile_blocks, enable_partial_checkpointing
 
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -32,6 +36,13 @@ class CogVideoXModule(L.LightningModule):
         mode: ``lora`` (PEFT LoRA on the attention projections) or ``full``.
         frozen_dtype: dtype of the frozen weights (VAE, T5 and, in lora mode, the base transformer).
         caption_dropout: probability of training on the empty prompt (for classifier-free guidance).
+        checkpoint_fraction: with gradient_checkpointing, the share of transformer blocks whose
+            activations are recomputed (1.0 = all, as diffusers does; lower trades memory for speed).
+        compile_blocks: ``torch.compile`` each transformer block (regional compilation; CUDA).
+        attention_backend: force one PyTorch SDPA kernel for the transformer's attention (``cudnn`` is
+            the fastest on Hopper; None lets PyTorch choose).
+        fused_optimizer: fused AdamW kernels on CUDA (same update as the foreach implementation);
+            not combinable with Lightning's gradient clipping under AMP, so unused when clipping.
         val_timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
         encoders: ``device`` keeps the VAE and T5 on the training device (training from raw
             videos); ``offload`` (training from a ``workbench prepare`` cache) loads them only when
@@ -53,6 +64,10 @@ class CogVideoXModule(L.LightningModule):
         lr_schedule: str = "constant_with_warmup",
         warmup_steps: int = 100,
         gradient_checkpointing: bool = False,
+        checkpoint_fraction: float = 1.0,
+        compile_blocks: bool = False,
+        fused_optimizer: bool = True,
+        attention_backend: Literal["flash", "cudnn", "efficient", "math"] | None = None,
         frozen_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         caption_dropout: float = 0.0,
         vae_slicing: bool = True,
@@ -63,6 +78,7 @@ class CogVideoXModule(L.LightningModule):
         val_timesteps: int = 4,
     ):
         super().__init__()
+        model = absolute_if_local(model)
         if encoders not in ("device", "offload"):
             raise ValueError(f"encoders={encoders!r}: choose 'device' or 'offload'")
         if mode not in ("lora", "full"):
@@ -103,7 +119,9 @@ class CogVideoXModule(L.LightningModule):
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
         if hp.gradient_checkpointing:
-            c.transformer.enable_gradient_checkpointing()
+            enable_partial_checkpointing(c.transformer, hp.checkpoint_fraction)
+        if hp.compile_blocks:
+            compile_blocks(c.transformer)
         self.components = c
         # Registered as submodules so Lightning moves them to the device; offloaded encoders are not.
         self.transformer = c.transformer
@@ -133,6 +151,7 @@ class CogVideoXModule(L.LightningModule):
         if offload and c.vae is None:
             loaded = load_components(self.hparams.model, transformer_module=c.transformer)
             c.vae, c.text_encoder, c.tokenizer = loaded.vae, loaded.text_encoder, loaded.tokenizer
+            c.sampling_scheduler = c.sampling_scheduler or loaded.sampling_scheduler
             self._prepare_encoders(c)
         if offload:
             c.vae.to(self.device)
@@ -233,8 +252,16 @@ class CogVideoXModule(L.LightningModule):
         if train and self.hparams.caption_dropout > 0:
             drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.caption_dropout
         prompt_embeds = self.prompt_embeddings(batch, drop)
-        return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
-                              noise=noise, timesteps=timesteps)
+        with self.attention_kernel():
+            return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
+                                  noise=noise, timesteps=timesteps)
+
+    def attention_kernel(self):
+        """The SDPA backend context the recipe asks for (a no-op when it asks for none)."""
+        name = self.hparams.attention_backend
+        if name is None or self.device.type != "cuda":
+            return nullcontext()
+        return sdpa_kernel(SDPA_BACKENDS[name])
 
     # -- steps ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -267,8 +294,10 @@ class CogVideoXModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = self.trainable_parameters()
+        # Lightning's AMP plugin cannot clip gradients of a fused optimizer; foreach is then used.
+        fused = hp.fused_optimizer and self.device.type == "cuda" and not self.trainer.gradient_clip_val
         opt = torch.optim.AdamW(params, lr=hp.learning_rate, betas=tuple(hp.adam_betas), eps=hp.adam_eps,
-                                weight_decay=hp.weight_decay, foreach=True)
+                                weight_decay=hp.weight_decay, **({"fused": True} if fused else {"foreach": True}))
         sched = get_scheduler(hp.lr_schedule, opt, num_warmup_steps=hp.warmup_steps,
                               num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -28,9 +28,11 @@ class CogVideoXComponents:
     text_encoder: T5EncoderModel | None
     tokenizer: object | None
     scheduler: CogVideoXDPMScheduler
+    sampling_scheduler: object | None = None
 
     def pipeline(self) -> CogVideoXPipeline:
-        """A stock ``CogVideoXPipeline`` sharing these modules (no copies)."""
+        """A stock ``CogVideoXPipeline`` sharing these modules (no copies), sampling with the model's
+        own saved scheduler (DDIM for CogVideoX-2B), as the base model and an export would."""
         if self.vae is None or self.text_encoder is None or self.tokenizer is None:
             raise RuntimeError("sampling needs the VAE, text encoder and tokenizer; they were not loaded")
         return CogVideoXPipeline(
@@ -38,7 +40,7 @@ class CogVideoXComponents:
             text_encoder=self.text_encoder,
             vae=self.vae,
             transformer=self.transformer,
-            scheduler=self.scheduler,
+            scheduler=self.sampling_scheduler or self.scheduler,
         )
 
 
@@ -86,6 +88,7 @@ def load_components(
             model, subfolder="transformer", use_safetensors=True, **common
         )
     scheduler = CogVideoXDPMScheduler.from_pretrained(model, subfolder="scheduler", **common)
+    sampling_scheduler = saved_scheduler(model, revision)
     vae = text_encoder = tokenizer = None
     if load_vae:
         vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, **common)
@@ -94,7 +97,23 @@ def load_components(
             model, subfolder="text_encoder", use_safetensors=True, **common
         )
         tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-    return CogVideoXComponents(net, vae, text_encoder, tokenizer, scheduler)
+    return CogVideoXComponents(net, vae, text_encoder, tokenizer, scheduler, sampling_scheduler)
+
+
+def saved_scheduler(model: str, revision: str | None = None):
+    """The inference scheduler the model ships (its scheduler_config.json's class)."""
+    import diffusers
+
+    config = CogVideoXDPMScheduler.load_config(model, subfolder="scheduler", revision=revision)
+    cls = getattr(diffusers, config.get("_class_name", ""), None) or CogVideoXDPMScheduler
+    return cls.from_config(config)
+
+
+def absolute_if_local(model: str) -> str:
+    """A local model directory as an absolute path (so checkpoints and exports find it from anywhere);
+    hub ids unchanged."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def freeze(module: torch.nn.Module | None) -> None:

@@ -150,5 +150,6 @@ def save_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         import shutil
 
         shutil.rmtree(out)
+    tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is readable like any other directory
     os.replace(tmp, out)
     return out

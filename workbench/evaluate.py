@@ -31,16 +31,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 import yaml
-
-from workbench.metrics.fvd import I3D_FEATURE_DIM, I3D_NUM_FRAMES, PUBLISHED_NUM_VIDEOS, file_sha256
 
 EXPERIMENT = "workbench-eval"  # where evaluations of plain model directories go
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 CACHE_DIR_NAME = ".fvd_cache"
-RUN_DIR_TAG = "workbench.run_dir"
 SCHEDULERS = ("dpm", "ddim")
 
 
@@ -83,6 +78,8 @@ class Suite:
     path: Path | None = None  # the YAML file it was read from
 
     def __post_init__(self) -> None:
+        from workbench.metrics.fvd import I3D_NUM_FRAMES
+
         where = str(self.path) if self.path else f"suite {self.name!r}"
 
         def fail(msg: str):
@@ -236,6 +233,7 @@ class SuiteMetrics:
 
 def _reference_entries(root: Path):
     from workbench.data.manifest import ManifestError, read_manifest
+    from workbench.metrics.fvd import PUBLISHED_NUM_VIDEOS
 
     try:
         entries = read_manifest(root)
@@ -253,6 +251,8 @@ def _reference_entries(root: Path):
 
 def reference_cache_key(suite: Suite, root: Path, entries, detector_sha256: str) -> str:
     """Hex key of everything the reference statistics depend on: detector, videos, frames/size/fps."""
+    from workbench.metrics.fvd import I3D_NUM_FRAMES
+
     files = []
     for e in entries:
         st = e.path(root).stat()
@@ -272,6 +272,8 @@ def default_cache_dir(suite: Suite, fallback: Path) -> Path:
 
 def _reference_batches(suite: Suite, root: Path, entries, batch_size: int = 8) -> Iterator[torch.Tensor]:
     """Decoded reference clips, (B, F, C, H, W) in [0, 1], at the suite's frames/size/fps."""
+    import torch
+
     from workbench.data.video import VideoError, load_clip
 
     batch = []
@@ -300,7 +302,10 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     and fps, so any change recomputes it. ``cache_dir`` defaults to ``default_cache_dir``.
     Raises EvalError (or FileNotFoundError from the metric loaders) for any bad input.
     """
+    import torch
+
     from workbench.metrics import FrechetVideoDistance, VideoCLIPScore, reference_statistics
+    from workbench.metrics.fvd import file_sha256
 
     if suite.fvd_detector is None:
         raise EvalError(f"suite {suite.name}: no fvd_detector; set it in the suite or pass --fvd-detector "
@@ -375,12 +380,13 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline``.
 
     Yields one ``VideoBatch`` per pipeline call (``suite.batch_size`` videos, as a prompt list).
-    Each video has its own CPU generator seeded with its seed, so a video does not depend on the
-    batch it lands in or the device. ``pipe.scheduler`` is replaced by the suite's scheduler built
+    Each video has its own CPU generator seeded with its seed, so a video does not depend (beyond
+    float round-off) on the batch it lands in, and its noise not on the device. ``pipe.scheduler`` is replaced by the suite's scheduler built
     from the model's scheduler config. With ``out_dir`` each video is saved as
     ``<out_dir>/<prompt index>-seed<seed>.mp4``. ``context`` wraps every pipeline call (the
     training callback passes the precision plugin's forward context).
     """
+    import torch
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
 
@@ -449,6 +455,8 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
     With fewer videos than the I3D feature dimension (400) the FVD metric warns: its covariance is
     rank-deficient and the number is comparable only within the same suite and video count.
     """
+    import torch
+
     metrics.clip.reset()
     metrics.fvd.reset()
     videos: list[VideoScore] = []
@@ -469,6 +477,8 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
 # -- results ---------------------------------------------------------------------------------------
 def fvd_note(num_videos: int, num_reference: int) -> str | None:
     """Why an FVD is not comparable to published numbers, or None when both sets are large enough."""
+    from workbench.metrics.fvd import I3D_FEATURE_DIM, PUBLISHED_NUM_VIDEOS
+
     small = min(num_videos, num_reference)
     if small > I3D_FEATURE_DIM:
         return None
@@ -587,15 +597,17 @@ class ModelSource:
     global_step: int | None = None
     run: Any = None  # the MLflow run the results attach to (checkpoint / run id evaluations)
     base_model: str | None = None  # for --compare-base
-    _ckpt: Any = None
+    trained: Any = None  # workbench.export.TrainedCheckpoint of ``checkpoint``
 
     def load(self, device, dtype):
         """A ``CogVideoXPipeline`` of the model under evaluation on ``device`` in ``dtype``."""
+        import torch
+
         if self.checkpoint is not None:
             from workbench.export import ExportError, load_finetuned
 
             try:
-                pipe = load_finetuned(self._ckpt, base_model=self.base_model).pipeline()
+                pipe = load_finetuned(self.trained, base_model=self.base_model).pipeline()
             except ExportError as e:
                 raise EvalError(str(e)) from None
             if dtype != torch.float32:
@@ -646,6 +658,9 @@ def resolve_model(model: str, *, lora: str | None = None, base_model: str | None
         src.pipeline_dir = str(path)
     elif _looks_like_hub_id(model):
         src.pipeline_dir = model
+    elif path.is_dir() and any(path.glob("*lora*.safetensors")):
+        base = _export_base(path) or "BASE_MODEL"
+        raise EvalError(f"--model {model}: a LoRA without a pipeline; evaluate it as --model {base} --lora {model}")
     else:
         from workbench.export import ExportError, read_checkpoint, resolve_source
 
@@ -654,15 +669,15 @@ def resolve_model(model: str, *, lora: str | None = None, base_model: str | None
                             "already carries its fine-tune")
         try:
             ckpt_path, src.run = resolve_source(model, tracking_uri)
-            src._ckpt = read_checkpoint(ckpt_path)
+            src.trained = read_checkpoint(ckpt_path)
         except ExportError as e:
             raise EvalError(f"--model {e}") from None
-        src.checkpoint, src.global_step = ckpt_path, src._ckpt.global_step
-        src.base_model = base_model or src._ckpt.base_model
+        src.checkpoint, src.global_step = ckpt_path, src.trained.global_step
+        src.base_model = base_model or src.trained.base_model
         try:
             check_model_source(src.base_model)
         except FileNotFoundError as e:
-            hint = "" if base_model else f" (the checkpoint's base model); pass --base-model if it moved"
+            hint = "" if base_model else " (the checkpoint's base model); pass --base-model if it moved"
             raise EvalError(f"{e}{hint}") from None
         return src
     if compare_base:
@@ -759,6 +774,8 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     checked before anything is generated (EvalError). Defaults: CUDA if available, bf16 there and
     fp32 on CPU.
     """
+    import torch
+
     from workbench.tracking import resolve_tracking_uri
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -816,82 +833,102 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
 
 
 # -- during training -------------------------------------------------------------------------------
-class SuiteEvaluation(L.Callback):
-    """Evaluate a (small) suite at validation: the module's live pipeline, the same generation and
-    scoring as ``workbench eval``; logs ``eval/clip_score`` and ``eval/fvd`` at the global step.
+def __getattr__(name: str):
+    # SuiteEvaluation subclasses Lightning's Callback. It is built on first access, so importing this
+    # module (every `workbench` command registers `eval`) does not import Lightning and torch.
+    if name == "SuiteEvaluation":
+        globals()[name] = cls = _suite_evaluation_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Runs on global rank zero (other ranks wait at a barrier); not for strategies that shard the
-    transformer. Inputs are checked and the reference statistics prepared in ``setup``, before
-    training starts. Videos and results.json go to ``<run dir>/eval/<suite>/step_<N>/`` and the
-    MLflow run's artifacts under the same path.
 
-    Args:
-        suite: the suite YAML.
-        every_n_validations: evaluate on every n-th validation (1 = every one).
-        clip_model, fvd_detector, reference: override the suite's.
-        cache_dir: where reference statistics are cached (default: next to the suite).
-    """
+def _suite_evaluation_class():
+    import lightning as L
+    import torch
 
-    def __init__(self, suite: str, every_n_validations: int = 1, clip_model: str | None = None,
-                 fvd_detector: str | None = None, reference: str | None = None, cache_dir: str | None = None):
-        if every_n_validations < 1:
-            raise ValueError(f"every_n_validations={every_n_validations}: must be >= 1")
-        self.suite_path, self.every = suite, every_n_validations
-        self.overrides = {"clip_model": clip_model, "fvd_detector": fvd_detector, "reference": reference}
-        self.cache_dir = cache_dir
-        self.metrics: SuiteMetrics | None = None
-        self.last_scores: SuiteScores | None = None
-        self._validations = 0
+    class SuiteEvaluation(L.Callback):
+        """Evaluate a (small) suite at validation: the module's live pipeline, the same generation and
+        scoring as ``workbench eval``; logs ``eval/clip_score`` and ``eval/fvd`` to the loggers at
+        ``trainer.global_step`` (the step a checkpoint saved then records, so ``workbench eval`` of that
+        checkpoint lands on the same step) and puts them in ``trainer.callback_metrics`` (monitorable).
 
-    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        if self.metrics is not None or not trainer.is_global_zero:
-            return
-        from workbench.lit.callbacks import run_dir
+        Runs on global rank zero (other ranks wait at a barrier); not for strategies that shard the
+        transformer. Inputs are checked and the reference statistics prepared in ``setup``, before
+        training starts. Videos and results.json go to ``<run dir>/eval/<suite>/step_<N>/`` and the
+        MLflow run's artifacts under the same path.
 
-        o = self.overrides
-        suite = load_suite(self.suite_path).with_overrides(
-            clip_model=o["clip_model"], fvd_detector=Path(o["fvd_detector"]) if o["fvd_detector"] else None,
-            reference=Path(o["reference"]) if o["reference"] else None)
-        self.metrics = load_suite_metrics(suite, cache_dir=self.cache_dir, device="cpu",
-                                          fallback_dir=run_dir(trainer) / "eval")
+        Args:
+            suite: the suite YAML.
+            every_n_validations: evaluate on every n-th validation (1 = every one).
+            clip_model: overrides the suite's CLIP model.
+            fvd_detector: overrides the suite's I3D detector.
+            reference: overrides the suite's reference video folder.
+            cache_dir: where reference statistics are cached (default: next to the suite).
+        """
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        self._validations += 1
-        if (self._validations - 1) % self.every:
-            return
-        if trainer.is_global_zero:
-            self._evaluate(trainer, pl_module)
-        trainer.strategy.barrier("SuiteEvaluation")
+        def __init__(self, suite: str, every_n_validations: int = 1, clip_model: str | None = None,
+                     fvd_detector: str | None = None, reference: str | None = None, cache_dir: str | None = None):
+            if every_n_validations < 1:
+                raise ValueError(f"every_n_validations={every_n_validations}: must be >= 1")
+            self.suite_path, self.every = suite, every_n_validations
+            self.overrides = {"clip_model": clip_model, "fvd_detector": fvd_detector, "reference": reference}
+            self.cache_dir = cache_dir
+            self.metrics: SuiteMetrics | None = None
+            self.last_scores: SuiteScores | None = None
+            self._validations = 0
 
-    def _evaluate(self, trainer: L.Trainer, pl_module) -> None:
-        from workbench.lit.callbacks import run_dir
-        from workbench.tracking import mlflow_logger
+        def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+            if self.metrics is not None or not trainer.is_global_zero:
+                return
+            from workbench.lit.callbacks import run_dir
 
-        suite, metrics = self.metrics.suite, self.metrics
-        metrics.device = pl_module.device
-        metrics.clip.to(pl_module.device)
-        metrics.fvd.to(pl_module.device)
-        step = f"step_{trainer.global_step:06d}"
-        out = run_dir(trainer) / "eval" / suite.name / step
-        pipe = pl_module.components.pipeline()
-        pipe.set_progress_bar_config(disable=True)
-        was_training = pl_module.transformer.training
-        pl_module.transformer.eval()
-        try:
-            batches = generate_suite_videos(pipe, suite, out / "videos",
-                                            context=trainer.precision_plugin.forward_context, progress=False)
-            scores = score_videos(metrics, batches)
-        finally:
-            pl_module.transformer.train(was_training)
-        self.last_scores = scores
-        results = suite_results(suite, scores, out=out, info={"global_step": trainer.global_step})
-        write_results(out, results)
-        pl_module.log_dict({"eval/clip_score": scores.clip_score, "eval/fvd": scores.fvd}, rank_zero_only=True)
-        logger = mlflow_logger(trainer)
-        if logger is not None:
-            logger.experiment.log_artifacts(logger.run_id, str(out), f"eval/{suite.name}/{step}")
+            o = self.overrides
+            suite = load_suite(self.suite_path).with_overrides(
+                clip_model=o["clip_model"], fvd_detector=Path(o["fvd_detector"]) if o["fvd_detector"] else None,
+                reference=Path(o["reference"]) if o["reference"] else None)
+            self.metrics = load_suite_metrics(suite, cache_dir=self.cache_dir, device="cpu",
+                                              fallback_dir=run_dir(trainer) / "eval")
+
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            self._validations += 1
+            if (self._validations - 1) % self.every:
+                return
+            if trainer.is_global_zero:
+                self._evaluate(trainer, pl_module)
+            trainer.strategy.barrier("SuiteEvaluation")
+
+        def _evaluate(self, trainer: L.Trainer, pl_module) -> None:
+            from workbench.lit.callbacks import run_dir
+            from workbench.tracking import mlflow_logger
+
+            suite, metrics = self.metrics.suite, self.metrics
+            metrics.device = pl_module.device
+            metrics.clip.to(pl_module.device)
+            metrics.fvd.to(pl_module.device)
+            step = f"step_{trainer.global_step:06d}"
+            out = run_dir(trainer) / "eval" / suite.name / step
+            # The live transformer in eval mode (restored after), with the VAE and T5 loaded if offloaded.
+            with pl_module.sampling_pipeline() as pipe:
+                batches = generate_suite_videos(pipe, suite, out / "videos",
+                                                context=trainer.precision_plugin.forward_context, progress=False)
+                scores = score_videos(metrics, batches)
+            self.last_scores = scores
+            results = suite_results(suite, scores, out=out, info={"global_step": trainer.global_step})
+            write_results(out, results)
+            values = {"eval/clip_score": scores.clip_score, "eval/fvd": scores.fvd}
+            # Straight to the loggers: self.log at validation end would record global_step - 1.
+            for lg in trainer.loggers:
+                lg.log_metrics(values, step=trainer.global_step)
+            # Also where ModelCheckpoint(monitor="eval/fvd") and EarlyStopping look.
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
+            logger = mlflow_logger(trainer)
+            if logger is not None:
+                logger.experiment.log_artifacts(logger.run_id, str(out), f"eval/{suite.name}/{step}")
+
+    SuiteEvaluation.__module__, SuiteEvaluation.__qualname__ = __name__, "SuiteEvaluation"
+    return SuiteEvaluation
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -940,7 +977,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lora", help="a diffusers LoRA file or directory (from `workbench export`) to load on --model")
     p.add_argument("--base-model", help="base model for a checkpoint (when it moved) and for --compare-base")
     p.add_argument("--compare-base", action="store_true",
-                   help="also evaluate the base model with the same seeds (metrics eval/*_base, grid base | fine-tuned)")
+                   help="also evaluate the base model with the same seeds (metrics eval/*_base, "
+                        "grid base | fine-tuned)")
     p.add_argument("--clip-model", help="CLIP hub id or local directory (overrides the suite's clip_model)")
     p.add_argument("--fvd-detector", help="StyleGAN-V i3d_torchscript.pt (overrides the suite's fvd_detector)")
     p.add_argument("--reference", help="reference video folder (overrides the suite's reference)")

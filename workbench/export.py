@@ -259,8 +259,8 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
         lines += ["```python", head + f'pipe = CogVideoXPipeline.from_pretrained("{base_ref}", '
                   f'torch_dtype=torch.bfloat16).to("cuda")\npipe.load_lora_weights("{load_from}")\n' + call,
                   "```", ""]
-    lines += ["With the workbench installed: `workbench generate --model " +
-              (f"{load_from}" if merged else f"{base_ref} --lora {load_from}") + ' --prompt "..." --out video.mp4`.', ""]
+    model_args = load_from if merged else f"{base_ref} --lora {load_from}"
+    lines += [f'With the workbench: `workbench generate --model {model_args} --prompt "..." --out video.mp4`.', ""]
 
     lines += ["## Evaluation", ""]
     if metrics:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -18,36 +14,6 @@ from tests.conftest import REPO, fit_args, only_run, run_cli
 SMOKE = REPO / "evals" / "suites" / "smoke.yaml"
 
 pytestmark = pytest.mark.filterwarnings("ignore:FVD .* rank-deficient:UserWarning")
-
-# Until `workbench.cli` registers the subcommand, the same parser is built around add_cli.
-_HARNESS = (
-    "import argparse, sys\n"
-    "from workbench.evaluate import add_cli\n"
-    "p = argparse.ArgumentParser(prog='workbench')\n"
-    "add_cli(p.add_subparsers(dest='command'))\n"
-    "ns = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(ns.func(ns))\n"
-)
-
-
-def _eval_is_wired() -> bool:
-    from workbench.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return "eval" in sub.choices
-
-
-def run_eval(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """``workbench eval ARGS`` in a subprocess."""
-    if _eval_is_wired():
-        return run_cli(["eval", *args], cwd=cwd, check=check)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _HARNESS, "eval", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"workbench eval failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +42,8 @@ def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
 @pytest.mark.slow
 def test_eval_pipeline_dir_creates_eval_run(tmp_path, tiny_model_dir, sample_data_dir, metric_standins):
     out = tmp_path / "out"
-    proc = run_eval(["--suite", str(SMOKE), "--model", str(tiny_model_dir), "--out", str(out),
-                     *standin_args(metric_standins, sample_data_dir)], cwd=tmp_path)
+    proc = run_cli(["eval", "--suite", str(SMOKE), "--model", str(tiny_model_dir), "--out", str(out),
+                    *standin_args(metric_standins, sample_data_dir)], cwd=tmp_path)
     assert "eval/clip_score" in proc.stdout and "eval/fvd" in proc.stdout
 
     results = json.loads((out / "results.json").read_text())
@@ -108,8 +74,8 @@ def test_eval_training_run_compare_base_attaches_to_run(tmp_path, trained_lora_r
                                                         metric_standins):
     uri = trained_lora_run["tracking_uri"]
     out = tmp_path / "out"
-    run_eval(["--suite", str(SMOKE), "--model", trained_lora_run["run_id"], "--compare-base", "--out", str(out),
-              "--tracking-uri", uri, *standin_args(metric_standins, sample_data_dir)], cwd=tmp_path)
+    run_cli(["eval", "--suite", str(SMOKE), "--model", trained_lora_run["run_id"], "--compare-base",
+             "--out", str(out), "--tracking-uri", uri, *standin_args(metric_standins, sample_data_dir)], cwd=tmp_path)
 
     client = mlflow.MlflowClient(uri)
     run_id = trained_lora_run["run_id"]
@@ -156,12 +122,9 @@ def test_suite_evaluation_callback_logs_during_fit(tmp_path, tiny_model_dir, sam
 
 # -- bad input: a clear error before anything is generated -----------------------------------------
 def _eval_in_process(args: list[str], capsys) -> tuple[int, str]:
-    from workbench.evaluate import add_cli
+    from workbench.cli import main
 
-    parser = argparse.ArgumentParser(prog="workbench")
-    add_cli(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args(["eval", *args])
-    rc = ns.func(ns)
+    rc = main(["eval", *args])
     return rc, capsys.readouterr().err
 
 
@@ -222,21 +185,11 @@ def test_bad_input_fails_before_generation(problem, tmp_path, tiny_model_dir, sa
     assert not out.exists() or not list(out.rglob("*.mp4"))
 
 
-@pytest.mark.slow
-def test_bad_input_through_the_cli(tmp_path, tiny_model_dir, sample_data_dir, metric_standins):
-    out = tmp_path / "out"
-    proc = run_eval(["--suite", str(SMOKE), "--model", str(tiny_model_dir), "--out", str(out),
-                     "--clip-model", str(metric_standins["clip"]), "--fvd-detector", str(tmp_path / "missing.pt"),
-                     "--reference", str(sample_data_dir), "--no-mlflow"], cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
-    assert not list(tmp_path.rglob("*.mp4"))
-
-
 def test_reference_statistics_cached_and_keyed(tmp_path, sample_data_dir, metric_standins):
     from workbench.evaluate import load_suite, load_suite_metrics
 
-    suite = load_suite(SMOKE).with_overrides(clip_model=str(metric_standins["clip"]), fvd_detector=metric_standins["i3d"],
-                                             reference=sample_data_dir)
+    suite = load_suite(SMOKE).with_overrides(clip_model=str(metric_standins["clip"]),
+                                             fvd_detector=metric_standins["i3d"], reference=sample_data_dir)
     first = load_suite_metrics(suite, cache_dir=tmp_path)
     mtime = first.cache_path.stat().st_mtime_ns
     again = load_suite_metrics(suite, cache_dir=tmp_path)

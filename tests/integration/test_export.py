@@ -156,15 +156,26 @@ def test_export_is_registered_with_lineage(lora_export, trained_lora_run):
     assert marker["run_id"] == run_id and marker["mode"] == "lora" and marker["merged"] is True
 
 
-def test_generate_renders_from_exports(lora_export, tiny_model_dir, trained_lora_run, tmp_path):
+def test_generate_renders_from_exports(lora_export, tiny_model_dir, tmp_path, capsys):
     common = ["--prompt", PROMPT, "--steps", "2", "--frames", "9", "--height", "64", "--width", "64"]
     run_cli(["generate", "--model", str(lora_export), "--out", "merged.mp4", *common], cwd=tmp_path)
-    run_cli(["generate", "--model", str(tiny_model_dir), "--lora", str(lora_export / "pytorch_lora_weights.safetensors"),
-             "--out", "lora.mp4", *common], cwd=tmp_path)
-    assert (tmp_path / "merged.mp4").stat().st_size > 0 and (tmp_path / "lora.mp4").stat().st_size > 0
-    bad = run_cli(["generate", "--model", str(tiny_model_dir), "--out", "x.mp4", "--prompt", "x", "--frames", "10"],
-                  cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: num_frames=10")
+    assert (tmp_path / "merged.mp4").stat().st_size > 0
+
+    from workbench.generate import add_cli, generate_video, load_pipeline
+
+    lora_file = lora_export / "pytorch_lora_weights.safetensors"
+    generate_video(str(tiny_model_dir), PROMPT, tmp_path / "lora.mp4", lora=str(lora_file), steps=2, frames=9,
+                   height=64, width=64, device="cpu", progress=False)
+    assert (tmp_path / "lora.mp4").stat().st_size > 0 and not list(tmp_path.glob(".lora*"))
+    for lora in (lora_file, lora_export):  # the file or the directory holding it
+        assert load_pipeline(str(tiny_model_dir), str(lora), device="cpu").transformer.peft_config
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    ns = parser.parse_args(["generate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4"),
+                            "--prompt", "x", "--frames", "10"])
+    assert ns.func(ns) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: num_frames=10")
 
 
 def test_lora_alpha_survives_export(trained_lora_run, tiny_model_dir, tmp_path):
@@ -182,8 +193,8 @@ def test_lora_alpha_survives_export(trained_lora_run, tiny_model_dir, tmp_path):
 
 
 def test_full_finetune_export_round_trip(tiny_model_dir, sample_data_dir, tmp_path):
-    run_cli(fit_args(tiny_model_dir, sample_data_dir, "--model.mode", "full", "--trainer.max_steps", "4"),
-            cwd=tmp_path)
+    run_cli(fit_args(tiny_model_dir, sample_data_dir, "--model.mode", "full", "--trainer.max_steps", "4",
+                     "--model.val_timesteps", "1"), cwd=tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = only_run(uri)
     ckpt = tmp_path / "runs" / run.info.run_id / "checkpoints" / "last.ckpt"
@@ -263,7 +274,7 @@ def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tmp_path, mon
     assert 'load_lora_weights("me/tiny-cogvideox-lora")' in (out / "README.md").read_text()
 
 
-def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path):
+def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path, capsys):
     import torch
 
     from workbench.export import ExportError, load_finetuned
@@ -281,6 +292,7 @@ def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path):
     torch.save(partial, tmp_path / "partial.ckpt")
     with pytest.raises(ExportError, match="missing from the checkpoint"):
         load_finetuned(tmp_path / "partial.ckpt", load_vae=False, load_text_encoder=False)
-    moved = run_cli(["export", str(trained_lora_run["checkpoint"]), "--out", str(tmp_path / "y"), "--no-mlflow",
-                     "--base-model", str(tmp_path / "nowhere")], cwd=tmp_path, check=False)
-    assert moved.returncode == 2 and "nowhere" in moved.stderr.strip().splitlines()[-1]
+    capsys.readouterr()
+    assert call_export(str(trained_lora_run["checkpoint"]), "--out", str(tmp_path / "y"), "--no-mlflow",
+                       "--base-model", str(tmp_path / "nowhere")) == 2
+    assert "nowhere: no such model directory" in capsys.readouterr().err

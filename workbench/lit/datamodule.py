@@ -79,6 +79,7 @@ class VideoDataModule(L.LightningDataModule):
             for h, w in buckets:
                 check_resolution(h, w)
         find_manifest(Path(root))  # fail before a run is created, not after
+        root = str(Path(root).resolve())  # recorded absolute, so exports find the dataset card from anywhere
         self.save_hyperparameters()
         self.skipped: list[dict] = []
         self._checked: dict[str, tuple[list[Entry], list[tuple[int, int]] | None]] = {}

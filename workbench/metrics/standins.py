@@ -94,23 +94,24 @@ def _train_clip_tokenizer(vocab_size: int, max_length: int):
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[bos, eos],
-        initial_alphabet=alphabet,
-        end_of_word_suffix=suffix,
-        show_progress=False,
-    )
-    tok.train_from_iterator([" ".join(_WORDS)] * 4, trainer)
-    vocab = tok.get_vocab()
-    # Every byte also needs its end-of-word form, as in CLIP's vocabulary;
-    # otherwise single-character words would map to the unknown (= end) token.
-    for char in sorted(alphabet):
+    # Merges are built, not trained: the BPE trainer breaks frequency ties in hash-map order, so a
+    # trained tiny tokenizer (and every CLIP score made with it) would differ from build to build.
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {bos: 0, eos: 1}
+    for char in alphabet:  # every byte, also in its end-of-word form, as in CLIP's vocabulary
         for token in (char, char + suffix):
             vocab.setdefault(token, len(vocab))
-    raw_merges = json.loads(tok.to_str())["model"]["merges"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in raw_merges]
+    merges: list[tuple[str, str]] = []
+    for word in sorted({w.lower() for w in _WORDS}):
+        pieces = list(word[:-1]) + [word[-1] + suffix]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if current + piece not in vocab:
+                merges.append((current, piece))
+                vocab[current + piece] = len(vocab)
+            current += piece
+        if len(vocab) >= vocab_size + 2 * len(alphabet):
+            break
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 

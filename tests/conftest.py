@@ -34,6 +34,16 @@ def sample_data_dir(tmp_path_factory) -> Path:
     return make_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
 
 
+@pytest.fixture(scope="session")
+def metric_standins(tmp_path_factory) -> dict:
+    """Tiny random CLIP (save_pretrained dir) and I3D (TorchScript) with the real interfaces."""
+    from workbench.metrics.standins import build_tiny_clip, build_tiny_i3d
+
+    root = tmp_path_factory.mktemp("metric-standins")
+    return {"clip": build_tiny_clip(root / "tiny-clip"), "i3d": build_tiny_i3d(root / "tiny-i3d.pt"),
+            "cache": root / "fvd-cache"}
+
+
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, check: bool = True):
     """Run ``python -m workbench.cli ARGS`` in a subprocess; return the CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the test's own store

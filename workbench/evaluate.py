@@ -376,7 +376,8 @@ def video_file_name(prompt_index: int, seed: int) -> str:
 
 def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None = None, *,
                           context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                          progress: bool = True, desc: str | None = None) -> Iterator[VideoBatch]:
+                          progress: bool = True, desc: str | None = None, rank: int = 0,
+                          world_size: int = 1) -> Iterator[VideoBatch]:
     """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline``.
 
     Yields one ``VideoBatch`` per pipeline call (``suite.batch_size`` videos, as a prompt list).
@@ -384,7 +385,9 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     float round-off) on the batch it lands in, and its noise not on the device. ``pipe.scheduler`` is replaced by the suite's scheduler built
     from the model's scheduler config. With ``out_dir`` each video is saved as
     ``<out_dir>/<prompt index>-seed<seed>.mp4``. ``context`` wraps every pipeline call (the
-    training callback passes the precision plugin's forward context).
+    training callback passes the precision plugin's forward context). With ``world_size`` > 1,
+    process ``rank`` generates pipeline batches ``rank::world_size``: whole batches move, so every
+    video is computed exactly as in one process.
     """
     import torch
     from diffusers.utils import export_to_video
@@ -395,12 +398,12 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     jobs = suite.jobs()
+    chunks = [jobs[i:i + suite.batch_size] for i in range(0, len(jobs), suite.batch_size)][rank::world_size]
     max_len = pipe.transformer.config.max_text_seq_length
-    bar = tqdm(total=len(jobs), desc=desc or f"{suite.name}: {len(suite.prompts)} prompts x {len(suite.seeds)} seeds",
+    bar = tqdm(total=sum(len(c) for c in chunks), desc=desc or f"{suite.name}: {len(suite.prompts)} prompts x {len(suite.seeds)} seeds",
                unit="video", disable=not progress)
     try:
-        for start in range(0, len(jobs), suite.batch_size):
-            chunk = jobs[start:start + suite.batch_size]
+        for chunk in chunks:
             generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
             with context():
                 out = pipe(prompt=[p for _, p, _ in chunk], num_videos_per_prompt=1, generator=generators,
@@ -468,10 +471,17 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
         scores = torch.cat(metrics.clip.scores[before:]).tolist()
         videos += [VideoScore(p, float(c), s, i, path) for p, c, s, i, path in
                    zip(batch.prompts, scores, batch.seeds, batch.prompt_indices, batch.paths)]
+    # compute() reduces the metric states over processes (torchmetrics' sync) when distributed;
+    # every process must call it. The per-video records are gathered alongside.
+    clip_score, fvd = float(metrics.clip.compute()), float(metrics.fvd.compute())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, videos)
+        videos = sorted((v for part in gathered for v in part), key=lambda v: (v.prompt_index, v.seed))
     if not videos:
         raise EvalError("no videos to score")
-    return SuiteScores(clip_score=float(metrics.clip.compute()), fvd=float(metrics.fvd.compute()),
-                       num_videos=len(videos), num_reference_videos=metrics.reference_videos, videos=videos)
+    return SuiteScores(clip_score=clip_score, fvd=fvd, num_videos=len(videos),
+                       num_reference_videos=metrics.reference_videos, videos=videos)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -630,6 +640,7 @@ def _from_pretrained(model: str, dtype):
 
 def _ready(pipe, device):
     pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)  # the harness's own bar counts videos
     pipe.vae.enable_slicing()
     pipe.transformer.eval()
     return pipe
@@ -852,8 +863,9 @@ def _suite_evaluation_class():
         ``trainer.global_step`` (the step a checkpoint saved then records, so ``workbench eval`` of that
         checkpoint lands on the same step) and puts them in ``trainer.callback_metrics`` (monitorable).
 
-        Runs on global rank zero (other ranks wait at a barrier); not for strategies that shard the
-        transformer. Inputs are checked and the reference statistics prepared in ``setup``, before
+        With several processes (DDP) each generates its share of the suite's videos and the metric
+        states are reduced across them (torchmetrics' sync), so the numbers are those of one process;
+        rank zero writes and logs the results. Not for strategies that shard the transformer. Inputs are checked and the reference statistics prepared in ``setup``, before
         training starts. Videos and results.json go to ``<run dir>/eval/<suite>/step_<N>/`` and the
         MLflow run's artifacts under the same path.
 
@@ -878,7 +890,7 @@ def _suite_evaluation_class():
             self._validations = 0
 
         def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-            if self.metrics is not None or not trainer.is_global_zero:
+            if self.metrics is not None:
                 return
             from workbench.lit.callbacks import run_dir
 
@@ -886,8 +898,15 @@ def _suite_evaluation_class():
             suite = load_suite(self.suite_path).with_overrides(
                 clip_model=o["clip_model"], fvd_detector=Path(o["fvd_detector"]) if o["fvd_detector"] else None,
                 reference=Path(o["reference"]) if o["reference"] else None)
-            self.metrics = load_suite_metrics(suite, cache_dir=self.cache_dir, device="cpu",
-                                              fallback_dir=run_dir(trainer) / "eval")
+            # Rank zero computes and caches the reference statistics; the others then read the cache.
+            fallback = trainer.strategy.broadcast(str(run_dir(trainer) / "eval") if trainer.is_global_zero else None)
+            if trainer.is_global_zero:
+                self.metrics = load_suite_metrics(suite, cache_dir=self.cache_dir, device="cpu",
+                                                  fallback_dir=Path(fallback))
+            trainer.strategy.barrier("SuiteEvaluation.setup")
+            if not trainer.is_global_zero:
+                self.metrics = load_suite_metrics(suite, cache_dir=self.cache_dir, device="cpu",
+                                                  fallback_dir=Path(fallback))
 
         def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
             if trainer.sanity_checking:
@@ -895,8 +914,7 @@ def _suite_evaluation_class():
             self._validations += 1
             if (self._validations - 1) % self.every:
                 return
-            if trainer.is_global_zero:
-                self._evaluate(trainer, pl_module)
+            self._evaluate(trainer, pl_module)
             trainer.strategy.barrier("SuiteEvaluation")
 
         def _evaluate(self, trainer: L.Trainer, pl_module) -> None:
@@ -908,13 +926,18 @@ def _suite_evaluation_class():
             metrics.clip.to(pl_module.device)
             metrics.fvd.to(pl_module.device)
             step = f"step_{trainer.global_step:06d}"
-            out = run_dir(trainer) / "eval" / suite.name / step
+            # rank zero's run directory, for every process's videos
+            out = Path(trainer.strategy.broadcast(str(run_dir(trainer) / "eval" / suite.name / step)
+                                                  if trainer.is_global_zero else None))
             # The live transformer in eval mode (restored after), with the VAE and T5 loaded if offloaded.
             with pl_module.sampling_pipeline() as pipe:
                 batches = generate_suite_videos(pipe, suite, out / "videos",
-                                                context=trainer.precision_plugin.forward_context, progress=False)
+                                                context=trainer.precision_plugin.forward_context, progress=False,
+                                                rank=trainer.global_rank, world_size=trainer.world_size)
                 scores = score_videos(metrics, batches)
             self.last_scores = scores
+            if not trainer.is_global_zero:
+                return
             results = suite_results(suite, scores, out=out, info={"global_step": trainer.global_step})
             write_results(out, results)
             values = {"eval/clip_score": scores.clip_score, "eval/fvd": scores.fvd}

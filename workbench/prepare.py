@@ -16,7 +16,9 @@ def cache_key(model: str, num_frames: int, height: int, width: int, fps: float |
     from transformers import AutoConfig
 
     from workbench.data.cache import CacheKey, config_sha256
+    from workbench.model.loading import absolute_if_local
 
+    model = absolute_if_local(model)  # as the training module records it
     vae_cfg = AutoencoderKLCogVideoX.load_config(model, subfolder="vae")
     text_cfg = AutoConfig.from_pretrained(model, subfolder="text_encoder")
     max_len = CogVideoXTransformer3DModel.load_config(model, subfolder="transformer")["max_text_seq_length"]

@@ -16,16 +16,6 @@ SMOKE = REPO / "evals" / "suites" / "smoke.yaml"
 pytestmark = pytest.mark.filterwarnings("ignore:FVD .* rank-deficient:UserWarning")
 
 
-@pytest.fixture(scope="session")
-def metric_standins(tmp_path_factory) -> dict:
-    """Tiny random CLIP (save_pretrained dir) and I3D (TorchScript) with the real interfaces."""
-    from workbench.metrics.standins import build_tiny_clip, build_tiny_i3d
-
-    root = tmp_path_factory.mktemp("metric-standins")
-    return {"clip": build_tiny_clip(root / "tiny-clip"), "i3d": build_tiny_i3d(root / "tiny-i3d.pt"),
-            "cache": root / "fvd-cache"}
-
-
 def standin_args(standins: dict, reference: Path) -> list[str]:
     return ["--clip-model", str(standins["clip"]), "--fvd-detector", str(standins["i3d"]),
             "--reference", str(reference), "--cache-dir", str(standins["cache"])]

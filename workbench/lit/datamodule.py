@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from workbench.data.dataset import ON_BAD_SAMPLE, BucketBatchSampler, SampleError, VideoCaptionDataset, collate
 from workbench.data.manifest import Entry, find_manifest, read_manifest
+from workbench.data.sampling import GlobalBatchSampler, ResumableDataLoader
 from workbench.data.video import check_frame_count, check_resolution
 
 SKIPPED_FILE = "skipped_samples.json"
@@ -51,7 +52,7 @@ class VideoDataModule(L.LightningDataModule):
     Args:
         on_bad_sample: ``error`` (stop on a bad sample) or ``skip`` (drop and report it); see the module doc.
         buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
-        bucket_seed: seed of the bucket sampler's order (combined with the epoch).
+        bucket_seed: seed of the data order (combined with the epoch), with or without buckets.
         report_dir: where ``skipped_samples.json`` goes; default the run directory (``<default_root_dir>/<run id>``).
         cache: a ``workbench prepare`` cache directory to train from instead of decoding videos (pair it
             with ``model.encoders: offload``). It is checked against the run's model and data settings
@@ -200,12 +201,21 @@ class VideoDataModule(L.LightningDataModule):
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
-        if self.hparams.cache:
-            return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
-                              collate_fn=dataset.collate, persistent_workers=workers > 0, drop_last=shuffle)
-        if dataset.sizes is None:
-            return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
-                              collate_fn=collate, persistent_workers=workers > 0, drop_last=shuffle)
+        if self.hparams.cache or dataset.sizes is None:
+            # Seeded global batches split over processes; the training loader resumes mid-epoch.
+            trainer = self._trainer_or_none()
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+            if world > 1 and getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+                raise ValueError("several processes: set trainer.use_distributed_sampler: false (the workbench "
+                                 "splits each global batch over the processes itself)")
+            sampler = GlobalBatchSampler(len(dataset), self.hparams.batch_size, world, rank, shuffle=shuffle,
+                                         seed=self.hparams.bucket_seed, drop_last=shuffle)
+            fn = dataset.collate if self.hparams.cache else collate
+            common = dict(batch_sampler=sampler, num_workers=workers, collate_fn=fn, persistent_workers=workers > 0)
+            if shuffle and trainer is not None:
+                progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
+                return ResumableDataLoader(dataset, progress=progress, **common)
+            return DataLoader(dataset, **common)
         buckets = [tuple(b) for b in self.hparams.buckets]
         trainer = self._trainer_or_none()
         sampler = BucketBatchSampler(buckets=[buckets.index(s) for s in dataset.sizes],

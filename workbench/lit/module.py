@@ -240,9 +240,14 @@ class CogVideoXModule(L.LightningModule):
             return embeds
         return self.encode_prompts(["" if d else c for c, d in zip(batch["caption"], drop.tolist())])
 
-    def batch_loss(self, batch: dict, generators: list[torch.Generator], train: bool) -> torch.Tensor:
-        """The objective for one batch; all randomness drawn from ``generators`` in a fixed order."""
-        moments = self.latent_moments(batch)
+    def batch_loss(self, batch: dict, generators: list[torch.Generator], train: bool,
+                   moments: torch.Tensor | None = None, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective for one batch; all randomness drawn from ``generators`` in a fixed order.
+
+        ``moments`` and ``prompt_embeds`` may be passed in when the same batch is scored several
+        times (validation), so the VAE and T5 run once.
+        """
+        moments = self.latent_moments(batch) if moments is None else moments
         latents = self.sample_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
                                                               else torch.float32)
         n_train = self.components.scheduler.config.num_train_timesteps
@@ -251,7 +256,8 @@ class CogVideoXModule(L.LightningModule):
         drop = torch.zeros(len(generators), dtype=torch.bool)
         if train and self.hparams.caption_dropout > 0:
             drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.caption_dropout
-        prompt_embeds = self.prompt_embeddings(batch, drop)
+        if prompt_embeds is None:
+            prompt_embeds = self.prompt_embeddings(batch, drop)
         with self.attention_kernel():
             return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
                                   noise=noise, timesteps=timesteps)
@@ -269,17 +275,21 @@ class CogVideoXModule(L.LightningModule):
         micro_step = self.global_step * accumulate + batch_idx % accumulate
         gens = self.sample_generators(len(batch["caption"]), 1, micro_step)
         loss = self.batch_loss(batch, gens, train=True)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(gens))
+        # averaged over processes too, so the logged curve is the global batch's whatever the process count
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(gens), sync_dist=self.trainer.world_size > 1)
         return loss
 
     def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """The loss of a batch under fixed draws per (val_seed, sample, repeat): comparable across epochs
         and independent of how validation is batched or split over processes."""
+        # Encode once; every repeat draws its own latent sample, noise and timestep from the moments.
+        moments = self.latent_moments(batch)
+        prompt_embeds = self.prompt_embeddings(batch, torch.zeros(len(batch["caption"]), dtype=torch.bool))
         losses = []
         for k in range(self.hparams.val_timesteps):
             gens = [torch.Generator().manual_seed(hash((self.hparams.val_seed, zlib.crc32(str(i).encode()), k))
                                                   & 0x7FFF_FFFF_FFFF_FFFF) for i in batch["id"]]
-            losses.append(self.batch_loss(batch, gens, train=False))
+            losses.append(self.batch_loss(batch, gens, train=False, moments=moments, prompt_embeds=prompt_embeds))
         return torch.stack(losses).mean()
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -302,9 +312,23 @@ class CogVideoXModule(L.LightningModule):
                               num_training_steps=max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's FSDP precision plugin cannot clip by norm; FSDP's own clip_grad_norm_ computes
+        the global norm over the shards."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: FSDP clips by norm only")
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only trained weights: LoRA tensors in lora mode, the transformer in full mode."""
-        trainable = {f"transformer.{n}" for n, p in self.transformer.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        # By key, not via named_parameters(): FSDP and compile rename parameters, the state dict does not.
+        full = self.hparams.mode == "full"
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if k.startswith("transformer.") and (full or ".lora_" in k)}
         checkpoint["workbench"] = {"mode": self.hparams.mode, "model": self.hparams.model}

@@ -1,0 +1,93 @@
+"""Seeded global batches, split over processes, resumable mid-epoch.
+
+Each epoch's order is a permutation drawn from (seed, epoch). Global batch b holds
+order[b*G:(b+1)*G] with G = batch_size x processes, and process r takes its r-th slice. So one
+process with batch 2B sees, step for step, the same samples as two processes with batch B, and a
+run resumed from a checkpoint in the middle of an epoch continues with exactly the batches it had
+not trained on yet (Lightning restores loaders that have ``state_dict``/``load_state_dict``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size`` indices for process ``rank`` of ``num_replicas``.
+
+    ``drop_last`` drops the last incomplete global batch (training); otherwise the last one is
+    filled by wrapping around the order, as DistributedSampler pads, so every process gets the same
+    number of batches.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = True):
+        if num_samples < 1:
+            raise ValueError("no samples to batch")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples already trained on)
+        global_batch = batch_size * num_replicas
+        if drop_last and num_samples < global_batch:
+            raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch} "
+                             f"({batch_size} x {num_replicas} processes)")
+
+    @property
+    def num_batches(self) -> int:
+        g = self.batch_size * self.num_replicas
+        return self.num_samples // g if self.drop_last else math.ceil(self.num_samples / g)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, samples_done: int) -> None:
+        """Skip the global batches holding the first ``samples_done`` samples of ``epoch``'s order
+        when it is next iterated (counted in samples, so a run may resume on another process count)."""
+        self._resume = (epoch, samples_done)
+
+    def _skip(self) -> int:
+        if not self._resume or self._resume[0] != self.epoch:
+            return 0
+        return math.ceil(self._resume[1] / (self.batch_size * self.num_replicas))
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.num_samples)
+        order = order.tolist()
+        g = self.batch_size * self.num_replicas
+        start = self._skip()
+        self._resume = None
+        for b in range(start, self.num_batches):
+            batch = [order[(b * g + k) % self.num_samples] for k in range(g)]
+            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.num_batches - self._skip()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a GlobalBatchSampler whose position Lightning saves in checkpoints.
+
+    ``progress()`` returns how many batches of the current epoch training has processed (taken
+    from the trainer's loop, not from this iterator, which Lightning prefetches ahead).
+    """
+
+    def __init__(self, *args, progress: Callable[[], int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+
+    def state_dict(self) -> dict:
+        sampler = self.batch_sampler
+        done = int(self._progress()) * sampler.batch_size * sampler.num_replicas
+        return {"epoch": sampler.epoch, "samples_done": done, "seed": sampler.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.resume(state["epoch"], state["samples_done"])

@@ -1,8 +1,10 @@
 """The one LightningModule: CogVideoX fine-tuning in ``lora`` or ``full`` mode.
 
-Read top to bottom: configure_model (load, freeze, adapt) -> encode (VAE + T5, frozen) ->
-training_step (the objective in workbench.model.objective) -> validation_step (same loss with
-a fixed seeded draw of noise and timesteps, so epochs compare) -> optimizer and schedule.
+Read top to bottom: configure_model (load, freeze, adapt, speed levers) -> latent_moments and
+prompt_embeddings (frozen VAE + T5, or the prepare cache) -> batch_loss (every random draw from
+per-sample seeded generators; the objective in workbench.model.objective) -> training_step and
+validation_step (fixed draws, so validations compare) -> optimizer and schedule -> what a
+checkpoint keeps.
 """
 
 from __future__ import annotations

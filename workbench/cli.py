@@ -16,22 +16,36 @@ LIGHTNING_COMMANDS = ("fit", "validate")
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True):
-    """Run LightningCLI with the workbench module, data module and recipe logging."""
-    from lightning.pytorch.cli import LightningCLI
+    """Run LightningCLI with the workbench module, data module and recipe logging.
 
+    ``--ckpt_path`` resumes: the checkpoint must hold only tensors and plain data, and the run continues
+    in its MLflow run (workbench.lit.reliability.ResumableCLI). A refused checkpoint or a run stopped by
+    the non-finite guard ends the process with the error's message, without a traceback.
+    """
     from workbench.lit.callbacks import LogRecipe
     from workbench.lit.datamodule import VideoDataModule
     from workbench.lit.module import CogVideoXModule
+    from workbench.lit.reliability import CheckpointError, NonFiniteError, ResumableCLI
 
-    return LightningCLI(
-        CogVideoXModule,
-        VideoDataModule,
-        save_config_callback=LogRecipe,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-        parser_kwargs={"default_env": False},
-    )
+    try:
+        return ResumableCLI(
+            CogVideoXModule,
+            VideoDataModule,
+            save_config_callback=LogRecipe,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            parser_kwargs={"default_env": False},
+            # Checkpoints record the init args as the module saw them (absolute model and data paths),
+            # not as typed, so a resume or export from another directory finds the same files.
+            load_from_checkpoint_support=False,
+        )
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def cmd_build_tiny(ns: argparse.Namespace) -> int:
@@ -84,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.data.check import add_cli as add_data_check
 
     add_data_check(data)
-    for module in ("workbench.prepare", "workbench.evaluate", "workbench.export", "workbench.generate"):
+    for module in ("workbench.prepare", "workbench.evaluate", "workbench.export", "workbench.generate",
+                   "workbench.tracking_spool"):
         importlib.import_module(module).add_cli(sub)
     return parser
 

@@ -324,7 +324,9 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     if not suite.clip_model:
         raise EvalError(f"suite {suite.name}: no clip_model; set it in the suite or pass --clip-model")
     try:
-        clip = VideoCLIPScore(suite.clip_model, sync_on_compute=False)
+        # Default sync_on_compute: with several processes (SuiteEvaluation under DDP) compute() gathers
+        # every process's states; in one process it is a no-op.
+        clip = VideoCLIPScore(suite.clip_model)
     except FileNotFoundError as e:
         raise EvalError(f"CLIP model: {e}") from None
 
@@ -333,7 +335,7 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     cache_path = cache_dir / f"fvd-ref-{suite.name}-{reference_cache_key(suite, root, entries, sha)}.safetensors"
     try:
         stats = reference_statistics(detector, _reference_batches(suite, root, entries), cache_path, device=device)
-        fvd = FrechetVideoDistance(detector, reference=stats, sync_on_compute=False)
+        fvd = FrechetVideoDistance(detector, reference=stats)
     except ValueError as e:  # a cache from another detector, a detector with the wrong output
         raise EvalError(f"FVD: {e}") from None
     device = torch.device(device)

@@ -55,7 +55,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, sample_da
     assert set(w1) == set(w2)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6)
-    # Eval: the processes split the suite's pipeline batches; the metric states reduced across them
-    # give one process's numbers (float64 statistics, only the summation order differs).
+    # Eval: the processes split the suite's pipeline batches and torchmetrics gathers their states.
+    # A missing process's share would move CLIP by ~10% and FVD by ~1e-3 here; what remains is the
+    # weights' all-reduce round-off carried into the videos (observed 1.4e-6 relative), hence 1e-5.
     for key in ("eval/clip_score", "eval/fvd"):
-        torch.testing.assert_close(torch.tensor(two[key]), torch.tensor(one[key]), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(two[key]), torch.tensor(one[key]), rtol=1e-5, atol=0)

@@ -13,7 +13,7 @@ def _epoch(n, bs, world, epoch=0, shuffle=True, drop_last=True, resume=None):
         if resume is not None:
             s.resume(epoch, resume)
         per_rank.append(list(s))
-        assert len(per_rank[-1]) == len(s) if resume is None else True
+        assert len(s) == s.num_batches
     # global batch b = concatenation of every rank's b-th batch
     return [sum((r[b] for r in per_rank), []) for b in range(len(per_rank[0]))]
 
@@ -48,3 +48,19 @@ def test_validation_pads_the_last_global_batch():
 def test_too_few_samples_for_a_global_batch():
     with pytest.raises(ValueError, match="cannot fill one global batch"):
         GlobalBatchSampler(3, 2, num_replicas=2)
+
+
+def test_lightning_sets_the_epoch_and_a_resume_survives_a_discarded_iterator():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    s = GlobalBatchSampler(16, 2, seed=3)
+    loader = DataLoader(list(range(16)), batch_sampler=s)
+    _set_sampler_epoch(loader, 1)
+    assert s.epoch == 1  # a new order each epoch
+    s.resume(1, 6)
+    iter(loader)  # Lightning creates an iterator at restore time and another at the epoch start
+    assert len(list(iter(s))) == 5
+    assert len(list(iter(s))) == 5
+    _set_sampler_epoch(loader, 2)
+    assert len(list(iter(s))) == 8  # the next epoch starts from its first batch

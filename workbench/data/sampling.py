@@ -33,6 +33,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, samples already trained on)
+        # Lightning calls set_epoch on ``dataloader.batch_sampler.sampler``, not on the batch sampler.
+        self.sampler = self
         global_batch = batch_size * num_replicas
         if drop_last and num_samples < global_batch:
             raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch} "
@@ -45,6 +47,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self._resume and self._resume[0] != epoch:
+            self._resume = None  # the resumed epoch is over
 
     def resume(self, epoch: int, samples_done: int) -> None:
         """Skip the global batches holding the first ``samples_done`` samples of ``epoch``'s order
@@ -63,14 +67,16 @@ class GlobalBatchSampler(Sampler[list[int]]):
             order = torch.arange(self.num_samples)
         order = order.tolist()
         g = self.batch_size * self.num_replicas
+        # Kept for every iterator of the resumed epoch: Lightning may create one and discard it.
         start = self._skip()
-        self._resume = None
         for b in range(start, self.num_batches):
             batch = [order[(b * g + k) % self.num_samples] for k in range(g)]
             yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
     def __len__(self) -> int:
-        return self.num_batches - self._skip()
+        # The whole epoch, also when resuming: Lightning's restored loop counters already count the
+        # batches this iterator skips.
+        return self.num_batches
 
 
 class ResumableDataLoader(DataLoader):

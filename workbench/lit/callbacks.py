@@ -12,7 +12,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from workbench.tracking import mlflow_logger
+from workbench.lit.reliability import MLFLOW_CHECKPOINT_KEY
+from workbench.tracking import MLflowLogger, mlflow_logger
+from workbench.tracking_spool import SPOOL_FILE
+
+RUN_DIR_TAG = "workbench.run_dir"
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -25,31 +29,69 @@ def run_dir(trainer: L.Trainer) -> Path:
 class LogRecipe(SaveConfigCallback):
     """Save the fully resolved recipe in the run directory and log it to MLflow (params + artifact).
 
-    Also points checkpoints at ``<run dir>/checkpoints`` so runs never overwrite each other.
+    Also points checkpoints at ``<run dir>/checkpoints`` so runs never overwrite each other, the MLflow
+    logger's spool at ``<run dir>/mlflow-spool.jsonl``, and records the MLflow run in every checkpoint
+    (``checkpoint["mlflow"]``) so a resume continues it. A resumed run keeps its ``config.yaml``; the
+    resuming command's recipe is saved next to it as ``config.resume-step_N.yaml`` (and logged under
+    ``recipe/resume-step_N/``).
     """
 
     def __init__(self, *args, **kwargs):
         kwargs["save_to_log_dir"] = False
         super().__init__(*args, **kwargs)
 
+    def setup(self, trainer, pl_module, stage) -> None:
+        super().setup(trainer, pl_module, stage)
+        logger = mlflow_logger(trainer)
+        if logger is not None and trainer.world_size > 1:
+            # Only rank zero talks to MLflow; the others learn its run id so run_dir() agrees everywhere.
+            logger._run_id = trainer.strategy.broadcast(logger.run_id if trainer.is_global_zero else None)
+
     def save_config(self, trainer, pl_module, stage) -> None:
         directory = run_dir(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "config.yaml"
+        logger = mlflow_logger(trainer)
+        path, artifact_dir = directory / "config.yaml", "recipe"
+        resume_step = getattr(logger, "resume_step", None)
+        if self.config.get("ckpt_path") and path.exists():
+            name = f"resume-step_{resume_step:06d}" if resume_step is not None else "resume"
+            path, artifact_dir = directory / f"config.{name}.yaml", f"recipe/{name}"
         self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(directory / "checkpoints")
-        logger = mlflow_logger(trainer)
         if logger is not None:
+            if isinstance(logger, MLflowLogger):
+                logger.spool_path = directory.resolve() / SPOOL_FILE
             config = yaml.safe_load(path.read_text())
             logger.log_hyperparams(config)
-            logger.log_artifact(path, "recipe")
-            logger.experiment.set_tag(logger.run_id, "workbench.run_dir", str(directory.resolve()))
+            logger.log_artifact(path, artifact_dir)
+            tags = {RUN_DIR_TAG: str(directory.resolve())}
+            if isinstance(logger, MLflowLogger):
+                logger.set_tags(tags)
+            else:
+                logger.experiment.set_tag(logger.run_id, RUN_DIR_TAG, tags[RUN_DIR_TAG])
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        logger = mlflow_logger(trainer)
+        if logger is not None and trainer.world_size > 1:
+            # Only rank 0 talks to MLflow; the others learn the run id so run_dir() is the same everywhere.
+            run_id = trainer.strategy.broadcast(logger.run_id if trainer.is_global_zero else None)
+            if not trainer.is_global_zero:
+                logger._run_id = run_id
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is not None and trainer.is_global_zero:
+            checkpoint[MLFLOW_CHECKPOINT_KEY] = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri
+                                                 if isinstance(logger, MLflowLogger) else logger._tracking_uri}
 
 
 class SampleVideos(L.Callback):
-    """Generate videos for fixed prompts at validation and log them as mp4 artifacts."""
+    """Generate videos for fixed prompts at validation and log them as mp4 artifacts.
+
+    With several processes each renders its share of the prompts (prompt i on rank i mod N)."""
 
     def __init__(self, prompts: list[str], num_inference_steps: int = 50, guidance_scale: float = 6.0,
                  num_frames: int = 49, height: int = 480, width: int = 720, fps: int = 8, seed: int = 42,
@@ -72,20 +114,23 @@ class SampleVideos(L.Callback):
 
         out = run_dir(trainer) / "samples" / f"step_{trainer.global_step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        paths = []
         with pl_module.sampling_pipeline() as pipe:
             for i, prompt in enumerate(self.prompts):
+                if i % trainer.world_size != trainer.global_rank:
+                    continue
                 g = torch.Generator(pl_module.device).manual_seed(self.seed + i)
                 with trainer.precision_plugin.forward_context():
                     frames = pipe(prompt=prompt, generator=g, output_type="np",
                                   max_sequence_length=pl_module.max_text_len, **self.kwargs).frames[0]
                 path = out / f"{i:02d}.mp4"
                 export_to_video(list(frames), str(path), fps=self.fps)
-                paths.append(path)
+        trainer.strategy.barrier("SampleVideos")
+        self.last_paths = sorted(out.glob("*.mp4"))
+        if not trainer.is_global_zero:
+            return
         (out / "prompts.txt").write_text("".join(f"{i:02d}.mp4\t{p}\n" for i, p in enumerate(self.prompts)))
-        self.last_paths = paths
         logger = mlflow_logger(trainer)
-        if logger is not None and trainer.is_global_zero:
+        if logger is not None:
             logger.log_artifact(out, f"samples/step_{trainer.global_step:06d}")
         rank_zero_info(f"sample videos: {out}")
 

@@ -70,7 +70,7 @@ def _load_model_and_processor(model_name_or_path: str | Path) -> tuple[nn.Module
             "openai/clip-vit-large-patch14 (for tests: workbench.metrics.standins.build_tiny_clip)."
         )
     try:
-        model = CLIPModel.from_pretrained(name).eval()
+        model = CLIPModel.from_pretrained(name, use_safetensors=True).eval()
         processor = CLIPProcessor.from_pretrained(name)
     except (OSError, HFValidationError) as err:
         raise FileNotFoundError(

@@ -58,6 +58,33 @@ def check_model_source(model: str) -> None:
     missing = [p for p in ("model_index.json", "transformer", "scheduler") if not (path / p).exists()]
     if missing:
         raise FileNotFoundError(f"{model}: not a diffusers CogVideoX directory, missing {', '.join(missing)}")
+    for sub in ("transformer", "vae", "text_encoder"):
+        refuse_pickled_weights(path / sub)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class PickledWeightsError(FileNotFoundError):
+    """A model directory holds its weights only in pickle files, which workbench never loads."""
+
+
+def refuse_pickled_weights(directory: Path) -> None:
+    """Raise PickledWeightsError if ``directory`` has pickle weight files and no safetensors ones.
+
+    ``from_pretrained(use_safetensors=True)`` refuses them too, but with a message that names neither
+    the component nor the reason.
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise PickledWeightsError(
+            f"{directory}: weights only in pickle format ({', '.join(pickled)}); workbench loads weights from "
+            "safetensors only, since unpickling a file can run code. Convert them where you trust the file: "
+            "from_pretrained(..., use_safetensors=False) then save_pretrained(...) writes .safetensors."
+        )
 
 
 def load_components(
@@ -82,6 +109,7 @@ def load_components(
     if transformer_module is not None:
         net = transformer_module
     elif transformer is not None:
+        refuse_pickled_weights(Path(transformer))
         net = CogVideoXTransformer3DModel.from_pretrained(transformer, use_safetensors=True)
     else:
         net = CogVideoXTransformer3DModel.from_pretrained(

@@ -950,7 +950,7 @@ def _suite_evaluation_class():
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
             logger = mlflow_logger(trainer)
             if logger is not None:
-                logger.experiment.log_artifacts(logger.run_id, str(out), f"eval/{suite.name}/{step}")
+                logger.log_artifact(out, f"eval/{suite.name}/{step}")  # through the outage-buffering logger
 
     SuiteEvaluation.__module__, SuiteEvaluation.__qualname__ = __name__, "SuiteEvaluation"
     return SuiteEvaluation

@@ -103,9 +103,6 @@ def _trained(path: Path) -> dict:
 
 
 # -- 1. kill and resume ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=False, reason="known open bug (issue 7): a mid-epoch resume continues the same MLflow "
-                   "run and data position, but the first resumed step's loss already differs from the "
-                   "uninterrupted run's (same LR, same batch order), so the final weights differ by ~1e-2")
 def test_sigkilled_run_resumes_to_the_same_weights_and_mlflow_run(tmp_path, tiny_model_dir, sample_data_dir):
     """SIGKILL at a random moment after the first checkpoint, resume from last.ckpt: the final LoRA
     tensors equal an uninterrupted run's (torch.equal), the MLflow run is the same one and every

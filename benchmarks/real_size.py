@@ -117,16 +117,18 @@ def baseline_lora(rank, checkpointing):
 
 
 def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, compile_=False, losses=None,
-                   attention=None):
+                   attention=None, profile=None):
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N.
 
     ``losses``, if a list, receives the training loss of every step (for the loss-curve comparison).
+    ``profile``, if a path, receives a kernel-time summary of the last step (torch.profiler).
     """
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
     from workbench.lit.callbacks import StepStats
     from workbench.lit.module import CogVideoXModule
+    from workbench.lit.reliability import NonFiniteGuard
     from workbench.model.loading import CogVideoXComponents
     from workbench.model.tiny import _t5_style_tokenizer
 
@@ -162,23 +164,61 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
     times = []
 
     class Timer(L.Callback):
-        def on_train_batch_start(self, *a):
+        prof = None
+
+        def on_train_batch_start(self, trainer, *a):
             torch.cuda.synchronize()
+            if profile and trainer.global_step == steps - 1:
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                               torch.profiler.ProfilerActivity.CUDA])
+                self.prof.start()
             self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, *a):
             torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
+            if self.prof is not None:
+                self.prof.stop()
+                write_profile(self.prof, profile, times[-1])
+                self.prof = None
             if losses is not None:
                 losses.append(float(outputs["loss"]))
 
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        gradient_clip_val=1.0, callbacks=[Timer(), StepStats()], num_sanity_val_steps=0,
+                        gradient_clip_val=1.0, callbacks=[Timer(), StepStats(), NonFiniteGuard()],
+                        num_sanity_val_steps=0,
                         limit_val_batches=0)
     trainer.fit(module, DataLoader(Synthetic(), batch_size=1, num_workers=2))
     steady = sorted(times[2:])
     return steady[len(steady) // 2], comps.transformer.config
+
+
+def write_profile(prof, path, wall_s):
+    """Device time of one step by kernel family, and the top kernels, to ``path`` (text)."""
+    families = {"attention": ("flash", "fmha", "cudnn", "attention", "sdpa"),
+                "matmul": ("gemm", "xmma", "nvjet", "cutlass", "sm90", "ampere", "mm_"),
+                "triton (fused elementwise/norms)": ("triton",), "optimizer": ("adam", "foreach", "multi_tensor"),
+                "copy/memset": ("copy", "memset", "memcpy", "fill")}
+    totals = dict.fromkeys(list(families) + ["other"], 0.0)
+    kernel_rows = []
+    for e in prof.key_averages():
+        t = e.self_device_time_total
+        if t <= 0 or e.device_type != torch.autograd.DeviceType.CUDA:  # kernels only, not the ops launching them
+            continue
+        name = e.key.lower()
+        fam = next((f for f, keys in families.items() if any(k in name for k in keys)), "other")
+        totals[fam] += t / 1e6
+        kernel_rows.append((t / 1e6, e.count, e.key[:110], fam))
+    kernel_rows.sort(reverse=True)
+    busy = sum(totals.values())
+    lines = [f"wall {wall_s:.3f} s, device busy {busy:.3f} s ({100 * busy / wall_s:.0f}%)"]
+    lines += [f"  {f:34s} {t:7.3f} s {100 * t / wall_s:5.1f}%" for f, t in totals.items()]
+    lines += ["", "top kernels (s, calls, name, family):"]
+    lines += [f"  {t:7.4f} {n:5d} {k} [{f}]" for t, n, k, f in kernel_rows[:40]]
+    open(path, "w").write("\n".join(lines) + "\n")
+    prof.export_chrome_trace(str(path) + ".trace.json")
+    print("\n".join(lines[:8]), flush=True)
 
 
 def vae_encode_seconds():
@@ -192,7 +232,9 @@ def vae_encode_seconds():
     return t
 
 
-def pipeline_seconds(steps=50):
+def pipeline_seconds(steps=50, compile_=False):
+    """Seconds per 50-step CFG video of the stock pipeline (``compile_``: with the blocks compiled as
+    ``workbench eval/generate --compile`` does), and the seconds of the 2-step warm-up call."""
     from diffusers import CogVideoXPipeline
 
     from workbench.model.tiny import _t5_style_tokenizer
@@ -209,12 +251,18 @@ def pipeline_seconds(steps=50):
     pipe.vae.enable_tiling()
     kw = dict(prompt="a red circle", num_frames=FRAMES, height=HEIGHT, width=WIDTH, guidance_scale=6.0,
               generator=torch.Generator("cuda").manual_seed(0), output_type="np")
-    pipe(num_inference_steps=2, **kw)  # warm-up
+    if compile_:
+        from workbench.model.speed import compile_blocks
+
+        compile_blocks(pipe.transformer)
+    t0 = time.perf_counter()
+    pipe(num_inference_steps=2, **kw)  # warm-up (and compilation)
     torch.cuda.synchronize()
+    warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
     pipe(num_inference_steps=steps, **kw)
     torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, warmup
 
 
 CASES = {
@@ -231,26 +279,21 @@ CASES = {
                                                                   compile_=True),
     "workbench_lora_r128_nockpt_compiled": lambda: workbench_step("lora", 128, False, "cache", steps=8, compile_=True),
     "workbench_full_ckpt_compiled": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True),
-    "workbench_lora_r128_nockpt_compiled_cudnn": lambda: workbench_step("lora", 128, False, "cache", steps=8,
-                                                                        compile_=True, attention="cudnn"),
-    "workbench_lora_r128_ckpt25_compiled_cudnn": lambda: workbench_step("lora", 128, True, "cache", steps=8,
-                                                                        fraction=0.25, compile_=True, attention="cudnn"),
-    "workbench_lora_r128_ckpt_compiled_cudnn": lambda: workbench_step("lora", 128, True, "cache", steps=8,
-                                                                      compile_=True, attention="cudnn"),
-    "workbench_lora_r128_ckpt_cudnn": lambda: workbench_step("lora", 128, True, "cache", attention="cudnn"),
-    "workbench_full_ckpt_compiled_cudnn": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True,
-                                                                 attention="cudnn"),
+    "profile_workbench_lora_r128_nockpt_compiled": lambda: workbench_step(
+        "lora", 128, False, "cache", steps=6, compile_=True, profile="profile_lora_nockpt_compiled.txt"),
 }
 
 
 def loss_curves(steps=16):
-    """Same seed, same data: the default path (full checkpointing, eager) vs the fastest settings."""
+    """Same seed, same data: the default path (eager, every block checkpointed) vs the A6000 LoRA
+    recipe's settings (compiled blocks, no checkpointing)."""
     curves = {}
-    for name, kw in (("default", dict(fraction=1.0, compile_=False)), ("optimized", dict(fraction=0.25, compile_=True, attention="cudnn"))):
+    for name, kw in (("default", dict(checkpointing=True, compile_=False)),
+                     ("optimized", dict(checkpointing=False, compile_=True))):
         cleanup()
         torch.manual_seed(0)
         curves[name] = []
-        workbench_step("lora", 128, True, "cache", steps=steps, losses=curves[name], **kw)
+        workbench_step("lora", 128, source="cache", steps=steps, losses=curves[name], **kw)
     return curves
 
 
@@ -258,6 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated case names (default: all)")
     parser.add_argument("--skip-inference", action="store_true", help="skip the VAE-encode and pipeline timings")
+    parser.add_argument("--only-inference", help="comma-separated inference measurements (default: all)")
     parser.add_argument("--out", default="real_size.json")
     parser.add_argument("--cap-gib", type=float, default=None,
                         help="cap the process's GPU memory (48 emulates the A6000) with set_per_process_memory_fraction")
@@ -285,12 +329,20 @@ def main() -> None:
         rows.append(name)
         print(name, results[name], flush=True)
         json.dump(results, open(args.out, "w"), indent=1)
-    extra = () if args.skip_inference else (("vae_encode_s_per_clip", vae_encode_seconds),
-                                            ("pipeline_s_per_50step_cfg_video", pipeline_seconds))
+    extra = () if args.skip_inference else (
+        ("vae_encode_s_per_clip", vae_encode_seconds),
+        ("pipeline_s_per_50step_cfg_video", pipeline_seconds),
+        ("pipeline_s_per_50step_cfg_video_compiled", lambda: pipeline_seconds(compile_=True)))
+    if args.only_inference:
+        extra = [e for e in extra if e[0] in args.only_inference.split(",")]
     for name, fn in extra:
         cleanup()
         try:
-            results[name] = {"seconds": fn(), "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+            value = fn()
+            seconds, warmup = value if isinstance(value, tuple) else (value, None)
+            results[name] = {"seconds": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+            if warmup is not None:
+                results[name]["warmup_2steps_s"] = warmup
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
             results[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}

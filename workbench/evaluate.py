@@ -611,7 +611,7 @@ class ModelSource:
     base_model: str | None = None  # for --compare-base
     trained: Any = None  # workbench.export.TrainedCheckpoint of ``checkpoint``
 
-    def load(self, device, dtype):
+    def load(self, device, dtype, compile: bool = False):
         """A ``CogVideoXPipeline`` of the model under evaluation on ``device`` in ``dtype``."""
         import torch
 
@@ -628,10 +628,10 @@ class ModelSource:
             pipe = _from_pretrained(self.pipeline_dir, dtype)
             if self.lora is not None:
                 pipe.load_lora_weights(str(self.lora))
-        return _ready(pipe, device)
+        return _ready(pipe, device, compile)
 
-    def load_base(self, device, dtype):
-        return _ready(_from_pretrained(self.base_model, dtype), device)
+    def load_base(self, device, dtype, compile: bool = False):
+        return _ready(_from_pretrained(self.base_model, dtype), device, compile)
 
 
 def _from_pretrained(model: str, dtype):
@@ -640,11 +640,15 @@ def _from_pretrained(model: str, dtype):
     return CogVideoXPipeline.from_pretrained(model, torch_dtype=dtype, use_safetensors=True)
 
 
-def _ready(pipe, device):
+def _ready(pipe, device, compile: bool = False):
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)  # the harness's own bar counts videos
     pipe.vae.enable_slicing()
     pipe.transformer.eval()
+    if compile:
+        from workbench.model.speed import compile_blocks
+
+        compile_blocks(pipe.transformer)
     return pipe
 
 
@@ -776,7 +780,7 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
              reference: str | None = None, out: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
              log_to_mlflow: bool = True, device: str | None = None, dtype: str | None = None,
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, compile: bool = False) -> EvalResult:
     """Evaluate ``model`` on ``suite``: generate, score, write results, log to MLflow.
 
     ``model``: a diffusers pipeline directory (or hub id; ``lora`` adds a diffusers LoRA on top), a
@@ -785,7 +789,8 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     directory) with the same seeds. ``clip_model``/``fvd_detector``/``reference`` override the
     suite's. ``out`` (default ``eval-results/<suite>-<time>``) must be new or empty. All inputs are
     checked before anything is generated (EvalError). Defaults: CUDA if available, bf16 there and
-    fp32 on CPU.
+    fp32 on CPU. ``compile`` compiles the transformer blocks (regional ``torch.compile``) before
+    generating.
     """
     import torch
 
@@ -815,7 +820,7 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
         runs.insert(0, ("base", "videos_base", src.load_base))
     all_scores = {}
     for label, folder, load in runs:
-        pipe = load(device, torch_dtype)
+        pipe = load(device, torch_dtype, compile)
         store = first_frames.setdefault(label, {})
         batches = generate_suite_videos(pipe, suite, out / folder, progress=progress, desc=f"{suite.name} ({label})")
         all_scores[label] = score_videos(metrics, _tap_first_frames(batches, suite.seeds[0], store))
@@ -964,7 +969,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         result = evaluate(ns.suite, ns.model, lora=ns.lora, base_model=ns.base_model, compare_base=ns.compare_base,
                           clip_model=ns.clip_model, fvd_detector=ns.fvd_detector, reference=ns.reference,
                           out=ns.out, cache_dir=ns.cache_dir, tracking_uri=ns.tracking_uri,
-                          log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype)
+                          log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype,
+                          compile=ns.compile)
     except (EvalError, ManifestError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1013,5 +1019,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="write results to --out only")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="model dtype (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks before generating (pays off from a few videos "
+                        "on; see docs/performance.md)")
     p.set_defaults(func=cmd_eval)
     return p

@@ -19,8 +19,12 @@ class GenerateError(Exception):
     """A problem the user can fix (missing model, bad size); printed without a traceback."""
 
 
-def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None):
-    """Stock ``CogVideoXPipeline.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``."""
+def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None,
+                  compile: bool = False):
+    """Stock ``CogVideoXPipeline.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
+
+    ``compile``: ``torch.compile`` each transformer block (regional; the first step pays the
+    compilation, about a minute at 49x480x720; see docs/performance.md for when it pays off)."""
     import torch
     from diffusers import CogVideoXPipeline
 
@@ -49,14 +53,19 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
             raise GenerateError(f"{lora}: no such LoRA file or directory")
         else:
             pipe.load_lora_weights(lora)  # a hub repo id
-    return pipe.to(device)
+    pipe.to(device)
+    if compile:
+        from workbench.model.speed import compile_blocks
+
+        compile_blocks(pipe.transformer)
+    return pipe
 
 
 def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str | None = None,
                    negative_prompt: str | None = None, steps: int = 50, guidance: float = 6.0,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    seed: int = 42, fps: int = 8, lora_scale: float = 1.0, device: str | None = None,
-                   dtype: str | None = None, progress: bool = True) -> Path:
+                   dtype: str | None = None, progress: bool = True, compile: bool = False) -> Path:
     """Render ``prompt`` to ``out`` (mp4). Frames/size default to the model's training size
     (transformer config: 49 frames at 480x720 for CogVideoX-2b)."""
     import torch
@@ -71,7 +80,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
             check_resolution(height or 16, width or 16)
     except ValueError as e:
         raise GenerateError(str(e)) from None
-    pipe = load_pipeline(model, lora, device, dtype)
+    pipe = load_pipeline(model, lora, device, dtype, compile=compile)
     cfg = pipe.transformer.config
     frames = frames or cfg.sample_frames
     height = height or cfg.sample_height * pipe.vae_scale_factor_spatial
@@ -98,7 +107,7 @@ def cmd_generate(ns: argparse.Namespace) -> int:
         out = generate_video(ns.model, ns.prompt, ns.out, lora=ns.lora, negative_prompt=ns.negative_prompt,
                              steps=ns.steps, guidance=ns.guidance, frames=ns.frames, height=ns.height,
                              width=ns.width, seed=ns.seed, fps=ns.fps, lora_scale=ns.lora_scale,
-                             device=ns.device, dtype=ns.dtype)
+                             device=ns.device, dtype=ns.dtype, compile=ns.compile)
     except GenerateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -127,5 +136,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=DTYPES, help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks (pays off over many steps or videos; "
+                        "see docs/performance.md)")
     p.set_defaults(func=cmd_generate)
     return p

@@ -178,6 +178,23 @@ def test_generate_renders_from_exports(lora_export, tiny_model_dir, tmp_path, ca
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: num_frames=10")
 
 
+def test_compiled_sampling_matches_eager(lora_export, tiny_model_dir):
+    """`generate/eval --compile`: the blocks are compiled (Inductor, CPU here) and render the same video."""
+    import torch
+
+    from workbench.generate import load_pipeline
+
+    lora_file = lora_export / "pytorch_lora_weights.safetensors"
+    videos = {}
+    for compile in (False, True):
+        pipe = load_pipeline(str(tiny_model_dir), str(lora_file), device="cpu", compile=compile)
+        pipe.set_progress_bar_config(disable=True)
+        compiled = [b._compiled_call_impl is not None for b in pipe.transformer.transformer_blocks]
+        assert all(compiled) if compile else not any(compiled)
+        videos[compile] = pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **SAMPLE).frames[0]
+    assert max_diff(videos[True], videos[False]) < LORA_TOL
+
+
 def test_lora_alpha_survives_export(trained_lora_run, tiny_model_dir, tmp_path):
     """alpha != rank: diffusers only reproduces the scaling through the saved adapter metadata."""
     import torch

@@ -214,6 +214,9 @@ class CogVideoXModule(L.LightningModule):
     def sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).
 
+        The scalar draws (timestep, caption dropout) come from it directly, the tensors from
+        device generators it seeds (``draw``).
+
         Every random draw of a step comes from these, so a run is the same whatever the number of
         processes sharing its global batch, and again after a resume from a checkpoint.
         """
@@ -222,8 +225,19 @@ class CogVideoXModule(L.LightningModule):
         return [torch.Generator().manual_seed(s) for s in seeds]
 
     def draw(self, generators: list[torch.Generator], shape: torch.Size) -> torch.Tensor:
-        """A standard normal tensor of ``shape`` per sample, stacked, on this module's device."""
-        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
+        """A standard normal tensor of ``shape`` per sample, stacked, on this module's device.
+
+        Each sample's CPU generator gives a seed, and the tensor is drawn on the device by a
+        generator of that seed: as deterministic per sample as a CPU draw, without the host-side
+        randn and the blocking copy (30 ms of an 0.9 s real-size step on an H100, before the
+        forward could start; benchmarks/real_size.py's profile case).
+        """
+        out = []
+        for g in generators:
+            seed = int(torch.randint(0, 2**63 - 1, (), generator=g))
+            device_gen = torch.Generator(device=self.device).manual_seed(seed)
+            out.append(torch.randn(shape, generator=device_gen, device=self.device))
+        return torch.stack(out)
 
     def sample_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W)."""

@@ -35,7 +35,9 @@ def compile_blocks(transformer, mode: str | None = None) -> None:
     """Regional compilation: ``torch.compile`` each transformer block in place (``nn.Module.compile``).
 
     All blocks share one graph, so compile time is one block's, not the model's; the block
-    sequence, checkpointing and the PEFT layers around it stay in eager mode.
+    sequence, checkpointing and the PEFT layers around it stay in eager mode. Used for training
+    (``compile_blocks`` in the recipes) and for sampling (``workbench eval/generate --compile``):
+    a pipeline's blocks compile once per video shape, on the first denoising step.
     """
     for block in transformer.transformer_blocks:
         block.compile(mode=mode, dynamic=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate")
@@ -27,6 +28,11 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     from workbench.lit.module import CogVideoXModule
     from workbench.lit.reliability import CheckpointError, NonFiniteError, ResumableCLI
 
+    # The frozen VAE and T5 are in eval mode on purpose; Lightning warns about any eval-mode module.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    argv = sys.argv
+    if args is not None:
+        sys.argv = argv[:1]  # LightningCLI warns when it gets args while the process has arguments of its own
     try:
         return ResumableCLI(
             CogVideoXModule,
@@ -46,6 +52,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        sys.argv = argv
 
 
 def cmd_build_tiny(ns: argparse.Namespace) -> int:

@@ -161,6 +161,9 @@ class StepStats(L.Callback):
         self._t0 = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t0 = None
+        if (trainer.global_step + 1) % self.every:
+            return  # not a logged step: no synchronisation, the host keeps running ahead of the GPU
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize()
         self._t0 = time.perf_counter()

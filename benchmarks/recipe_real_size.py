@@ -1,0 +1,144 @@
+"""Run a CogVideoX-2B recipe end to end at real size on one GPU, under the A6000's 48 GiB.
+
+Builds a CogVideoX-2B pipeline with the real configs and random weights (transformer 1.69B, the
+3D VAE, a T5-XXL encoder; a locally trained T5-style tokenizer) and saves it in diffusers layout,
+writes 49-frame 480x720 sample clips, then runs `workbench fit --config RECIPE` on them exactly as
+a user would (`data.cache: auto` encodes the cache first), with the process capped at 48 GiB,
+for a few steps with one validation and one round of sample videos. Prints what the run logged to
+MLflow: step time, peak GPU memory, validation loss, the artifacts.
+
+    python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-2b-lora-a6000.yaml --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def build_real_size_model(out: Path) -> Path:
+    """CogVideoX-2B's real configs, random weights, saved as a diffusers pipeline (bf16, safetensors)."""
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
+                           CogVideoXTransformer3DModel)
+    from transformers import T5Config, T5EncoderModel
+
+    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, _t5_style_tokenizer
+
+    if (out / "model_index.json").is_file():
+        return out
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        transformer = CogVideoXTransformer3DModel().to(torch.bfloat16)  # defaults = CogVideoX-2B
+        vae = AutoencoderKLCogVideoX().to(torch.bfloat16)
+        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                     num_heads=64, feed_forward_proj="gated-gelu",
+                                     relative_attention_num_buckets=32)).to(torch.bfloat16)
+    tokenizer = _t5_style_tokenizer(Path(tempfile.mkdtemp()))
+    tokenizer.model_max_length = 226  # CogVideoX-2b's tokenizer config
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
+                             transformer=transformer, scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER))
+    pipe.save_pretrained(out, safe_serialization=True)
+    del pipe, transformer, vae, t5
+    torch.cuda.empty_cache()
+    return out
+
+
+def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, cap_gib: float,
+               sample_steps: int) -> subprocess.CompletedProcess:
+    cfg = yaml.safe_load(recipe.read_text())
+    cfg["trainer"].update(max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, log_every_n_steps=1,
+                          default_root_dir=str(work / "runs"))
+    cfg["trainer"]["logger"]["init_args"]["tracking_uri"] = f"sqlite:///{work / 'mlflow.db'}"
+    for cb in cfg["trainer"]["callbacks"]:
+        args = cb.setdefault("init_args", {})
+        if cb["class_path"].endswith("SampleVideos"):  # one video, fewer denoising steps: this checks memory
+            args.update(prompts=args["prompts"][:1], num_inference_steps=sample_steps, every_n_validations=1)
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            args.update(every_n_train_steps=steps)
+        if cb["class_path"].endswith("StepStats"):
+            args.update(log_every_n_steps=1)
+    cfg["model"]["model"] = str(model)
+    cfg["data"]["root"] = str(data)
+    run_cfg = work / "recipe.yaml"
+    run_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # the cap is set in the process that trains, before anything touches the GPU
+    code = ("import sys, torch\n"
+            "if torch.cuda.is_available():\n"
+            "    total = torch.cuda.get_device_properties(0).total_memory\n"
+            f"    torch.cuda.set_per_process_memory_fraction(min(1.0, {cap_gib} * 2**30 / total))\n"
+            "from workbench.cli import main\n"
+            "sys.argv = ['workbench'] + sys.argv[1:]\n"
+            "sys.exit(main())\n")
+    return subprocess.run([sys.executable, "-c", code, "fit", "--config", str(run_cfg)], cwd=work)
+
+
+def summarize(work: Path) -> dict:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    run = max(runs, key=lambda r: r.info.start_time)
+    hist = {k: [m.value for m in client.get_metric_history(run.info.run_id, k)]
+            for k in ("perf/step_time_s", "perf/gpu_peak_gib", "val/loss", "train/loss")}
+    times = sorted(hist["perf/step_time_s"][5:]) or [float("nan")]  # after compilation and warm-up
+    artifacts = []
+    stack = [""]
+    while stack:
+        for a in client.list_artifacts(run.info.run_id, stack.pop() or None):
+            (stack.append(a.path) if a.is_dir else artifacts.append(a.path))
+    return {"run_id": run.info.run_id, "status": run.info.status, "steps_logged": len(hist["train/loss"]),
+            "median_step_s_after_step5": times[len(times) // 2],
+            "peak_gib": max(hist["perf/gpu_peak_gib"], default=None), "val_loss": hist["val/loss"],
+            "artifacts": sorted(artifacts),
+            "checkpoints": {str(p.relative_to(work)): round(p.stat().st_size / 2**20, 1)
+                            for p in sorted(work.glob("runs/**/*.ckpt"))}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="recipes/cogvideox-2b-lora-a6000.yaml")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cap-gib", type=float, default=48.0)
+    p.add_argument("--sample-steps", type=int, default=10, help="denoising steps of the validation sample video")
+    p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--model", help="use this diffusers model directory instead of building the real-size one "
+                                   "(with --size, for a dry run of this script on the tiny model)")
+    p.add_argument("--size", default="49x480x720", help="FRAMESxHEIGHTxWIDTH of the sample clips")
+    p.add_argument("--work", default="/tmp/recipe_real_size")
+    p.add_argument("--out", default="recipe_real_size.json")
+    a = p.parse_args()
+    from workbench.data.sample import make_sample_dataset
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model = Path(a.model) if a.model else build_real_size_model(work / "cogvideox-2b-random")
+    t_model = time.perf_counter() - t0
+    data = work / "data"
+    if not (data / "metadata.jsonl").is_file():
+        frames, height, width = (int(v) for v in a.size.split("x"))
+        make_sample_dataset(data, num_clips=a.clips, num_frames=frames, fps=8, height=height, width=width)
+    t0 = time.perf_counter()
+    proc = run_recipe(Path(a.recipe), model, data, work, a.steps, a.cap_gib, a.sample_steps)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    result = {"recipe": a.recipe, "device": device, "cap_gib": a.cap_gib,
+              "returncode": proc.returncode, "fit_wall_s": time.perf_counter() - t0, "build_model_s": t_model}
+    try:
+        result.update(summarize(work))
+    except Exception as e:  # noqa: BLE001 - report what could be read
+        result["summary_error"] = repr(e)[:300]
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -72,6 +72,20 @@ def main():
     except Exception as e:  # noqa: BLE001
         results["flex_compiled"] = {"error": repr(e)[:200]}
 
+    # Memory layouts: diffusers' processor gives SDPA (B, H, S, D) views of (B, S, H, D) projections
+    # ("bshd"); in eager mode its q/k LayerNorm returns q and k contiguous in (B, H, S, D) ("qk_bhsd").
+    qc, kc, vc = (t.detach().contiguous().requires_grad_() for t in (q, k, v))
+    layouts = {"bshd": (q, k, v), "qk_bhsd": (qc, kc, v), "bhsd": (qc, kc, vc)}
+    for layout, (lq, lk, lv) in layouts.items():
+        if layout != "bshd":
+            candidates[f"default_{layout}"] = (lambda lq, lk, lv: lambda *_: F.scaled_dot_product_attention(lq, lk, lv))(lq, lk, lv)
+
+    candidates["default_bshd_again"] = candidates["default"]  # drift check: the first row, timed last
+
+    def grads_reset():
+        for t in (q, k, v, qc, kc, vc):
+            t.grad = None
+
     for name, fn in candidates.items():
         try:
             out = fn(q, k, v)
@@ -83,7 +97,7 @@ def main():
             t_f = bench(lambda: fn(q, k, v))
 
             def fb():
-                q.grad = k.grad = v.grad = None
+                grads_reset()
                 fn(q, k, v).backward(do)
             t_fb = bench(fb)
             results[name] = {"fwd_ms": t_f * 1e3, "fwd_bwd_ms": t_fb * 1e3, "rel_err": err,

@@ -85,8 +85,10 @@ def timed(step, n_warmup=2, n=5):
     return times[len(times) // 2]
 
 
-def baseline_lora(rank, checkpointing):
-    """Plain diffusers + PEFT, as diffusers' CogVideoX LoRA example trains."""
+def baseline_lora(rank, checkpointing, profile=None):
+    """Plain diffusers + PEFT, as diffusers' CogVideoX LoRA example trains.
+
+    ``profile``, if a path, receives a kernel-time summary of one more step (torch.profiler)."""
     from peft import LoraConfig
 
     from workbench.model.objective import diffusion_loss
@@ -113,7 +115,15 @@ def baseline_lora(rank, checkpointing):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return timed(step), net.config
+    seconds = timed(step)
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+        write_profile(prof, profile, time.perf_counter() - t0)
+    return seconds, net.config
 
 
 def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, compile_=False, losses=None,
@@ -206,6 +216,8 @@ def write_profile(prof, path, wall_s):
         t = e.self_device_time_total
         if t <= 0 or e.device_type != torch.autograd.DeviceType.CUDA:  # kernels only, not the ops launching them
             continue
+        if e.key.startswith(("Optimizer.", "ProfilerStep")):  # GPU-side user annotations spanning the step
+            continue
         name = e.key.lower()
         fam = next((f for f, keys in families.items() if any(k in name for k in keys)), "other")
         totals[fam] += t / 1e6
@@ -279,6 +291,7 @@ CASES = {
                                                                   compile_=True),
     "workbench_lora_r128_nockpt_compiled": lambda: workbench_step("lora", 128, False, "cache", steps=8, compile_=True),
     "workbench_full_ckpt_compiled": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True),
+    "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
     "profile_workbench_lora_r128_nockpt_compiled": lambda: workbench_step(
         "lora", 128, False, "cache", steps=6, compile_=True, profile="profile_lora_nockpt_compiled.txt"),
 }

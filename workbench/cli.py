@@ -30,9 +30,9 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
 
     # The frozen VAE and T5 are in eval mode on purpose; Lightning warns about any eval-mode module.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    argv = sys.argv
-    if args is not None:
-        sys.argv = argv[:1]  # LightningCLI warns when it gets args while the process has arguments of its own
+    # Programmatic runs (quickstart) pass args while the process has its own command line. sys.argv
+    # itself must stay: DDP's launcher re-executes it for the other processes.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
     try:
         return ResumableCLI(
             CogVideoXModule,
@@ -52,8 +52,6 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    finally:
-        sys.argv = argv
 
 
 def cmd_build_tiny(ns: argparse.Namespace) -> int:
@@ -113,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        lightning_cli(argv)
+        lightning_cli(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
         return 0
     parser = build_parser()
     ns = parser.parse_args(argv)

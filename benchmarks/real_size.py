@@ -117,8 +117,7 @@ def baseline_lora(rank, checkpointing, profile=None):
 
     seconds = timed(step)
     if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+        with step_profiler() as prof:
             t0 = time.perf_counter()
             step()
             torch.cuda.synchronize()
@@ -127,7 +126,7 @@ def baseline_lora(rank, checkpointing, profile=None):
 
 
 def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, compile_=False, losses=None,
-                   attention=None, profile=None):
+                   profile=None):
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N.
 
     ``losses``, if a list, receives the training loss of every step (for the loss-curve comparison).
@@ -153,7 +152,7 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
     comps = CogVideoXComponents(build_transformer(torch.bfloat16), vae, t5, tok, scheduler())
     module = CogVideoXModule(model="random-real-config", mode=mode, lora_rank=rank, lora_alpha=rank,
                              gradient_checkpointing=checkpointing, checkpoint_fraction=fraction,
-                             compile_blocks=compile_, attention_backend=attention, frozen_dtype="bf16",
+                             compile_blocks=compile_, frozen_dtype="bf16",
                              learning_rate=1e-4,
                              encoders="device" if on_device else "offload", warmup_steps=0)
     module.components = comps
@@ -179,8 +178,7 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
         def on_train_batch_start(self, trainer, *a):
             torch.cuda.synchronize()
             if profile and trainer.global_step == steps - 1:
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])
+                self.prof = step_profiler()
                 self.prof.start()
             self.t0 = time.perf_counter()
 
@@ -202,6 +200,12 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
     trainer.fit(module, DataLoader(Synthetic(), batch_size=1, num_workers=2))
     steady = sorted(times[2:])
     return steady[len(steady) // 2], comps.transformer.config
+
+
+def step_profiler():
+    """The profiler both step profiles use: host ops and CUDA kernels."""
+    return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                              torch.profiler.ProfilerActivity.CUDA])
 
 
 def write_profile(prof, path, wall_s):
@@ -234,6 +238,7 @@ def write_profile(prof, path, wall_s):
 
 
 def vae_encode_seconds():
+    """Seconds to encode one clip (and no warm-up figure: the pair matches ``pipeline_seconds``)."""
     vae, t5 = build_encoders(torch.bfloat16)
     del t5
     cleanup()
@@ -241,7 +246,7 @@ def vae_encode_seconds():
     video = torch.rand(1, 3, FRAMES, HEIGHT, WIDTH, device="cuda", dtype=torch.bfloat16) * 2 - 1
     with torch.no_grad():
         t = timed(lambda: vae.encode(video).latent_dist.parameters, n_warmup=1, n=3)
-    return t
+    return t, None
 
 
 def pipeline_seconds(steps=50, compile_=False):
@@ -351,8 +356,7 @@ def main() -> None:
     for name, fn in extra:
         cleanup()
         try:
-            value = fn()
-            seconds, warmup = value if isinstance(value, tuple) else (value, None)
+            seconds, warmup = fn()
             results[name] = {"seconds": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
             if warmup is not None:
                 results[name]["warmup_2steps_s"] = warmup

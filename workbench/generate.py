@@ -23,8 +23,8 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
                   compile: bool = False):
     """Stock ``CogVideoXPipeline.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
 
-    ``compile``: ``torch.compile`` each transformer block (regional; the first step pays the
-    compilation, about a minute at 49x480x720; see docs/performance.md for when it pays off)."""
+    ``compile``: ``torch.compile`` each transformer block (regional; the first denoising step pays
+    the compilation; docs/performance.md measures when it pays off)."""
     import torch
     from diffusers import CogVideoXPipeline
 

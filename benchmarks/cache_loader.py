@@ -19,7 +19,8 @@ import torch
 
 
 def write_cache(directory: Path, n: int) -> None:
-    from workbench.data.cache import CacheKey, _atomic_json, _atomic_safetensors, shard_path
+    from workbench.common import atomic_write_json
+    from workbench.data.cache import CacheKey, _atomic_safetensors, shard_path
 
     (directory / "shards").mkdir(parents=True)
     key = CacheKey(model="benchmark", vae_config_sha256="-", text_encoder_config_sha256="-", num_frames=49,
@@ -32,7 +33,7 @@ def write_cache(directory: Path, n: int) -> None:
     _atomic_safetensors(directory / "empty_prompt.safetensors", {"prompt_embeds": torch.zeros(226, 4096).bfloat16()})
     entries = [{"file_name": f"v{i}.mp4", "caption": f"clip {i}", "shard": shard_path(directory, i).name}
                for i in range(n)]
-    _atomic_json(directory / "index.json", {"key": asdict(key), "complete": True, "num_entries": n,
+    atomic_write_json(directory / "index.json", {"key": asdict(key), "complete": True, "num_entries": n,
                                             "entries": entries, "failed": {}})
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from workbench.data.cache import CachedLatentDataset
-    from workbench.data.sampling import GlobalBatchSampler
+    from workbench.data.batching import GlobalBatchSampler
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"

@@ -27,8 +27,8 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1)
     args = parser.parse_args()
 
-    from workbench.cli import lightning_cli
-    from workbench.export import load_finetuned
+    from workbench.train.cli import lightning_cli
+    from workbench.model.checkpoint import load_finetuned
     from workbench.model.loading import load_components
 
     work = Path(tempfile.mkdtemp())
@@ -52,7 +52,7 @@ def main() -> int:
     tuned = load_finetuned(ckpt, load_vae=False, load_text_encoder=False).transformer.state_dict()
     changed = sum(not torch.equal(tuned[k].float(), base[k].float()) for k in base)
     print(f"checkpoint {ckpt}: {len(state)} tensors; transformer has {len(base)}; "
-          f"{changed} differ from the base after loading through workbench.export.load_finetuned")
+          f"{changed} differ from the base after loading through workbench.model.checkpoint.load_finetuned")
     ok = len(state) == len(base) and changed > 0.9 * len(base)
     print("FSDP checkpoint -> export loader:", "OK" if ok else "MISMATCH")
     return 0 if ok else 1

@@ -135,11 +135,11 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
-    from workbench.lit.callbacks import StepStats
-    from workbench.lit.module import CogVideoXModule
-    from workbench.lit.reliability import NonFiniteGuard
+    from workbench.train.callbacks import StepStats
+    from workbench.train.module import CogVideoXModule
+    from workbench.train.guards import NonFiniteGuard
     from workbench.model.loading import CogVideoXComponents
-    from workbench.model.tiny import _t5_style_tokenizer
+    from workbench.model.tiny import t5_style_tokenizer
 
     import tempfile
     from pathlib import Path
@@ -148,7 +148,7 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
     vae = t5 = tok = None
     if on_device:
         vae, t5 = build_encoders(torch.bfloat16)
-        tok = _t5_style_tokenizer(Path(tempfile.mkdtemp()))
+        tok = t5_style_tokenizer(Path(tempfile.mkdtemp()))
     comps = CogVideoXComponents(build_transformer(torch.bfloat16), vae, t5, tok, scheduler())
     module = CogVideoXModule(model="random-real-config", mode=mode, lora_rank=rank, lora_alpha=rank,
                              gradient_checkpointing=checkpointing, checkpoint_fraction=fraction,
@@ -254,14 +254,14 @@ def pipeline_seconds(steps=50, compile_=False):
     ``workbench eval/generate --compile`` does), and the seconds of the 2-step warm-up call."""
     from diffusers import CogVideoXPipeline
 
-    from workbench.model.tiny import _t5_style_tokenizer
+    from workbench.model.tiny import t5_style_tokenizer
 
     import tempfile
     from pathlib import Path
 
     vae, t5 = build_encoders(torch.bfloat16)
     net = build_transformer(torch.bfloat16).eval()
-    pipe = CogVideoXPipeline(tokenizer=_t5_style_tokenizer(Path(tempfile.mkdtemp())), text_encoder=t5, vae=vae,
+    pipe = CogVideoXPipeline(tokenizer=t5_style_tokenizer(Path(tempfile.mkdtemp())), text_encoder=t5, vae=vae,
                              transformer=net, scheduler=scheduler())
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.enable_slicing()

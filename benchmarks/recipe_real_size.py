@@ -30,7 +30,7 @@ def build_real_size_model(out: Path) -> Path:
                            CogVideoXTransformer3DModel)
     from transformers import T5Config, T5EncoderModel
 
-    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, _t5_style_tokenizer
+    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, t5_style_tokenizer
 
     if (out / "model_index.json").is_file():
         return out
@@ -41,7 +41,7 @@ def build_real_size_model(out: Path) -> Path:
         t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
                                      num_heads=64, feed_forward_proj="gated-gelu",
                                      relative_attention_num_buckets=32)).to(torch.bfloat16)
-    tokenizer = _t5_style_tokenizer(Path(tempfile.mkdtemp()))
+    tokenizer = t5_style_tokenizer(Path(tempfile.mkdtemp()))
     tokenizer.model_max_length = 226  # CogVideoX-2b's tokenizer config
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
                              transformer=transformer, scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER))
@@ -59,7 +59,7 @@ def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, ca
     cfg["trainer"]["logger"]["init_args"]["tracking_uri"] = f"sqlite:///{work / 'mlflow.db'}"
     for cb in cfg["trainer"]["callbacks"]:
         args = cb.setdefault("init_args", {})
-        if cb["class_path"].endswith("SampleVideos"):  # one video, fewer denoising steps: this checks memory
+        if cb["class_path"].endswith("ValidationVideos"):  # one video, fewer denoising steps: this checks memory
             args.update(prompts=args["prompts"][:1], num_inference_steps=sample_steps, every_n_validations=1)
         if cb["class_path"].endswith("ModelCheckpoint"):
             args.update(every_n_train_steps=steps)
@@ -115,7 +115,7 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/recipe_real_size")
     p.add_argument("--out", default="recipe_real_size.json")
     a = p.parse_args()
-    from workbench.data.sample import make_sample_dataset
+    from workbench.data.sample_dataset import make_sample_dataset
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import lightning as L
 import pytest
 
 from workbench.data.dataset import SampleError
-from workbench.data.sample import render_clip, write_mp4
-from workbench.lit.datamodule import VideoDataModule
+from workbench.data.sample_dataset import render_clip, write_mp4
+from workbench.train.datamodule import VideoDataModule
 
 DATA = dict(num_frames=9, height=64, width=64, fps=8)
 
@@ -74,7 +74,7 @@ def trainer(tmp_path: Path, max_steps: int = 2) -> L.Trainer:
 
 
 def module(tiny_model_dir):
-    from workbench.lit.module import CogVideoXModule
+    from workbench.train.module import CogVideoXModule
 
     return CogVideoXModule(model=str(tiny_model_dir), lora_rank=4, lora_alpha=4, warmup_steps=0, val_timesteps=1)
 

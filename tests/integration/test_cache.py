@@ -52,7 +52,7 @@ def test_cache_training_matches_raw_video(tmp_path, tiny_model_dir, sample_data_
 
 
 def test_kill_during_prepare_then_resume(tmp_path, tiny_model_dir):
-    from workbench.data.sample import make_sample_dataset
+    from workbench.data.sample_dataset import make_sample_dataset
 
     data = make_sample_dataset(tmp_path / "data", num_clips=24)
     cache = tmp_path / "cache"

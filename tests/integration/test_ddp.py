@@ -28,7 +28,7 @@ def _fit(workdir, model, data, standins, *extra):
     workdir.mkdir()
     run_cli(fit_args(model, data, "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
                      "--trainer.check_val_every_n_epoch", "2",
-                     "--trainer.callbacks+=workbench.evaluate.SuiteEvaluation",
+                     "--trainer.callbacks+=workbench.eval.callback.SuiteEvaluation",
                      f"--trainer.callbacks.suite={_suite(workdir.parent)}",
                      f"--trainer.callbacks.clip_model={standins['clip']}",
                      f"--trainer.callbacks.fvd_detector={standins['i3d']}",

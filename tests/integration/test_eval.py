@@ -93,7 +93,7 @@ def test_eval_training_run_compare_base_attaches_to_run(tmp_path, trained_lora_r
 def test_suite_evaluation_callback_logs_during_fit(tmp_path, tiny_model_dir, sample_data_dir, metric_standins):
     run_cli(fit_args(tiny_model_dir, sample_data_dir, "--trainer.max_steps", "4",
                      "--trainer.check_val_every_n_epoch", "1",
-                     "--trainer.callbacks+=workbench.evaluate.SuiteEvaluation",
+                     "--trainer.callbacks+=workbench.eval.callback.SuiteEvaluation",
                      f"--trainer.callbacks.suite={SMOKE}",
                      f"--trainer.callbacks.clip_model={metric_standins['clip']}",
                      f"--trainer.callbacks.fvd_detector={metric_standins['i3d']}",
@@ -176,7 +176,8 @@ def test_bad_input_fails_before_generation(problem, tmp_path, tiny_model_dir, sa
 
 
 def test_reference_statistics_cached_and_keyed(tmp_path, sample_data_dir, metric_standins):
-    from workbench.evaluate import load_suite, load_suite_metrics
+    from workbench.eval.reference import load_suite_metrics
+    from workbench.eval.suite import load_suite
 
     suite = load_suite(SMOKE).with_overrides(clip_model=str(metric_standins["clip"]),
                                              fvd_detector=metric_standins["i3d"], reference=sample_data_dir)

@@ -75,7 +75,7 @@ def workbench_video(checkpoint: Path, base: Path) -> np.ndarray:
     import torch
     from diffusers import CogVideoXDDIMScheduler
 
-    from workbench.export import load_finetuned
+    from workbench.model.checkpoint import load_finetuned
 
     pipe = load_finetuned(checkpoint).pipeline()
     # load_components gives the training scheduler (DPM); stock from_pretrained uses the saved one (DDIM).
@@ -90,13 +90,10 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def call_export(*args: str) -> int:
-    """The export command in-process (the same parser the `workbench` CLI registers)."""
-    from workbench.export import add_cli
+    """The export command in-process, through the `workbench` CLI's own entry point."""
+    from workbench.cli import main
 
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    ns = parser.parse_args(["export", *args])
-    return ns.func(ns)
+    return main(["export", *args])
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +110,7 @@ def test_lora_export_loads_in_stock_diffusers(lora_export, trained_lora_run, tin
                                               tmp_path):
     from safetensors import safe_open
 
-    from workbench.export import verify_export
+    from workbench.export.directory import verify_export
 
     assert verify_export(lora_export) == []
     lora_file = lora_export / "pytorch_lora_weights.safetensors"
@@ -161,7 +158,8 @@ def test_generate_renders_from_exports(lora_export, tiny_model_dir, tmp_path, ca
     run_cli(["generate", "--model", str(lora_export), "--out", "merged.mp4", *common], cwd=tmp_path)
     assert (tmp_path / "merged.mp4").stat().st_size > 0
 
-    from workbench.generate import add_cli, generate_video, load_pipeline
+    from workbench.cli import main
+    from workbench.model.pipeline import generate_video, load_pipeline
 
     lora_file = lora_export / "pytorch_lora_weights.safetensors"
     generate_video(str(tiny_model_dir), PROMPT, tmp_path / "lora.mp4", lora=str(lora_file), steps=2, frames=9,
@@ -170,11 +168,8 @@ def test_generate_renders_from_exports(lora_export, tiny_model_dir, tmp_path, ca
     for lora in (lora_file, lora_export):  # the file or the directory holding it
         assert load_pipeline(str(tiny_model_dir), str(lora), device="cpu").transformer.peft_config
 
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    ns = parser.parse_args(["generate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4"),
-                            "--prompt", "x", "--frames", "10"])
-    assert ns.func(ns) == 2
+    assert main(["generate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4"),
+                 "--prompt", "x", "--frames", "10"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: num_frames=10")
 
 
@@ -182,7 +177,7 @@ def test_compiled_sampling_matches_eager(lora_export, tiny_model_dir):
     """`generate/eval --compile`: the blocks are compiled (Inductor, CPU here) and render the same video."""
     import torch
 
-    from workbench.generate import load_pipeline
+    from workbench.model.pipeline import load_pipeline
 
     lora_file = lora_export / "pytorch_lora_weights.safetensors"
     videos = {}
@@ -233,7 +228,7 @@ def test_full_finetune_export_round_trip(tiny_model_dir, sample_data_dir, tmp_pa
 
 
 def test_killed_export_leaves_nothing_complete(trained_lora_run, tmp_path, capsys):
-    from workbench.export import is_complete_export, verify_export
+    from workbench.export.directory import is_complete_export, verify_export
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "workbench.cli", "export", str(trained_lora_run["checkpoint"]), "--out", str(out),
@@ -271,7 +266,7 @@ def test_killed_export_leaves_nothing_complete(trained_lora_run, tmp_path, capsy
 def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from workbench.export import is_complete_export
+    from workbench.export.directory import is_complete_export
 
     calls = []
 
@@ -294,7 +289,7 @@ def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tmp_path, mon
 def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path, capsys):
     import torch
 
-    from workbench.export import ExportError, load_finetuned
+    from workbench.model.checkpoint import CheckpointError, load_finetuned
 
     ckpt = torch.load(trained_lora_run["checkpoint"], map_location="cpu", weights_only=True)
     pickled = dict(ckpt, extra=argparse.Namespace(x=1))  # an arbitrary object: needs full unpickling
@@ -307,7 +302,7 @@ def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path, cap
 
     partial = dict(ckpt, state_dict=dict(list(ckpt["state_dict"].items())[1:]))
     torch.save(partial, tmp_path / "partial.ckpt")
-    with pytest.raises(ExportError, match="missing from the checkpoint"):
+    with pytest.raises(CheckpointError, match="missing from the checkpoint"):
         load_finetuned(tmp_path / "partial.ckpt", load_vae=False, load_text_encoder=False)
     capsys.readouterr()
     assert call_export(str(trained_lora_run["checkpoint"]), "--out", str(tmp_path / "y"), "--no-mlflow",

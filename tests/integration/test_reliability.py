@@ -36,14 +36,14 @@ def _recipe(path: Path, *, max_steps: int, every: int = 3, policy: str = "skip",
     callbacks = [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"save_last": True, "every_n_train_steps": every, "save_top_k": -1}},
-        {"class_path": "workbench.lit.reliability.NonFiniteGuard", "init_args": {"policy": policy}},
+        {"class_path": "workbench.train.guards.NonFiniteGuard", "init_args": {"policy": policy}},
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-        {"class_path": "workbench.lit.callbacks.StepStats"},
+        {"class_path": "workbench.train.callbacks.StepStats"},
         *(extra or []),
     ]
     trainer = {"max_steps": max_steps, "log_every_n_steps": 1, "callbacks": callbacks}
     if logger:
-        trainer["logger"] = {"class_path": "workbench.tracking.MLflowLogger",
+        trainer["logger"] = {"class_path": "workbench.tracking.logger.DurableMLflowLogger",
                              "init_args": {"experiment_name": "tiny-cpu", **logger}}
     path.write_text(yaml.safe_dump({"trainer": trainer}))
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -10,17 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from workbench.data.check import (
-    UNUSABLE,
-    add_cli,
-    check_dataset,
-    model_max_text_len,
-    nearest_bucket,
-    validate_entries,
-)
-from workbench.data.dataset import BucketBatchSampler
+from workbench.data.check import check_dataset, model_max_text_len
+from workbench.data.validate import UNUSABLE, nearest_bucket, validate_entries
+from workbench.data.batching import BucketBatchSampler
 from workbench.data.manifest import Entry, ManifestError, read_manifest
-from workbench.data.sample import render_clip, write_mp4
+from workbench.data.sample_dataset import render_clip, write_mp4
 
 RECIPE = dict(num_frames=9, fps=8.0, height=64, width=64)  # 9 frames at 8 fps: clips need 1.0 s
 LONG_CAPTION = " ".join(["a red circle moving from left to right on a dark background"] * 40)  # ~400 tokens
@@ -142,10 +135,9 @@ def test_report_files(messy_report, tmp_path):
 
 
 def _cli(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workbench data")
-    add_cli(parser.add_subparsers())
-    ns = parser.parse_args(["check", *args])
-    return ns.func(ns)
+    from workbench.cli import main
+
+    return main(["data", "check", *args])
 
 
 def test_cli_exit_status_and_outputs(messy, sample_data_dir, tiny_model_dir, tmp_path, capsys):

@@ -20,10 +20,12 @@ from mlflow.exceptions import MlflowException
 from torch.utils.data import DataLoader
 
 from tests.helpers.faults import Pickled
-from workbench import tracking_spool
-from workbench.lit import reliability
-from workbench.lit.reliability import AtomicCheckpointIO, CheckpointError, NonFiniteError, NonFiniteGuard
-from workbench.tracking import MLflowLogger
+from workbench.tracking import spool as tracking_spool
+from workbench.model.checkpoint import CheckpointError
+from workbench.train import checkpoint_io as reliability
+from workbench.train.checkpoint_io import AtomicCheckpointIO
+from workbench.train.guards import NonFiniteError, NonFiniteGuard
+from workbench.tracking.logger import DurableMLflowLogger as MLflowLogger
 
 PACKAGE = Path(__file__).resolve().parents[2] / "workbench"
 

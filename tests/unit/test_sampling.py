@@ -2,7 +2,7 @@
 
 import pytest
 
-from workbench.data.sampling import GlobalBatchSampler
+from workbench.data.batching import GlobalBatchSampler
 
 
 def _epoch(n, bs, world, epoch=0, shuffle=True, drop_last=True, resume=None):

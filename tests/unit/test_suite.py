@@ -9,17 +9,10 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from workbench.evaluate import (
-    Suite,
-    SuiteError,
-    SuiteScores,
-    VideoBatch,
-    VideoScore,
-    fvd_note,
-    load_suite,
-    results_markdown,
-    suite_results,
-)
+from workbench.eval.generation import VideoBatch
+from workbench.eval.results import fvd_note, results_markdown, suite_results
+from workbench.eval.scoring import SuiteScores, VideoScore
+from workbench.eval.suite import Suite, SuiteError, load_suite
 
 SUITES = REPO / "evals" / "suites"
 
@@ -47,7 +40,7 @@ def test_bundled_suites_load():
     assert smoke.name == "smoke" and 2 <= len(smoke.prompts) <= 4
     assert smoke.num_frames >= 16 and (smoke.num_frames - 1) % 4 == 0
     assert (smoke.height, smoke.width) == (64, 64) and smoke.num_inference_steps <= 4
-    from workbench.data.sample import COLOURS, DIRECTIONS, SHAPES
+    from workbench.data.sample_dataset import COLOURS, DIRECTIONS, SHAPES
 
     captions = {f"a {c} {s} moving from {d} on a dark background" for c in COLOURS for s in SHAPES for d in DIRECTIONS}
     assert set(smoke.prompts) <= captions

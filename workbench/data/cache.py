@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,12 +29,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from workbench.common import UserError, atomic_write_json
 from workbench.data.manifest import Entry, read_manifest
 
 FORMAT_VERSION = 1
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A cache that is missing, incomplete or made for other settings."""
 
 
@@ -61,22 +61,42 @@ def config_sha256(config) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _atomic_safetensors(path: Path, tensors: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
 
 
+def normalised_fps(fps: float | str | None) -> float | None:
+    """The frame rate as one number whatever way it was typed (``8``, ``8.0``, ``"8"``); None stays None."""
+    return None if fps is None else float(fps)
+
+
+def cache_key(model: str, num_frames: int, height: int, width: int, fps: float | None) -> CacheKey:
+    """The CacheKey a run with these settings needs (reads the model's configs only, no weights).
+
+    The one key function of prepare, fit and eval: numbers are normalised (``fps: 8`` in a YAML and
+    ``--fps 8.0`` on a command line give the same key and the same ``auto`` folder).
+    """
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import AutoConfig
+
+    from workbench.model.loading import absolute_if_local
+
+    model = absolute_if_local(model)  # as the training module records it
+    vae_cfg = AutoencoderKLCogVideoX.load_config(model, subfolder="vae")
+    text_cfg = AutoConfig.from_pretrained(model, subfolder="text_encoder")
+    max_len = CogVideoXTransformer3DModel.load_config(model, subfolder="transformer")["max_text_seq_length"]
+    return CacheKey(model=str(model), vae_config_sha256=config_sha256(vae_cfg),
+                    text_encoder_config_sha256=config_sha256(text_cfg), num_frames=int(num_frames),
+                    height=int(height), width=int(width), fps=normalised_fps(fps), max_text_len=int(max_len))
+
+
 def auto_cache_dir(root: str | Path, model: str, num_frames: int, height: int, width: int, fps: float | None) -> Path:
-    """Where ``cache: auto`` lives: under the dataset, named by the model and the data settings."""
+    """Where ``cache: auto`` lives: under the dataset, named by the model and the (normalised) data settings."""
     name = str(model).rstrip("/").replace("\\", "/").split("/")[-1] or "model"
-    return Path(root) / ".workbench-cache" / f"{name}-{num_frames}x{height}x{width}-{fps or 'native'}fps"
+    rate = "native" if fps is None else f"{normalised_fps(fps):g}"
+    return Path(root) / ".workbench-cache" / f"{name}-{int(num_frames)}x{int(height)}x{int(width)}-{rate}fps"
 
 
 def shard_path(cache_dir: Path, index: int) -> Path:
@@ -119,7 +139,7 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
     if index_path.is_file():
         check_key(cache_dir, key)
     elif rank == 0:
-        _atomic_json(index_path, {"key": asdict(key), "root": str(Path(root).resolve()), "complete": False})
+        atomic_write_json(index_path, {"key": asdict(key), "root": str(Path(root).resolve()), "complete": False})
     if rank == 0 and not (cache_dir / "empty_prompt.safetensors").is_file():
         _atomic_safetensors(cache_dir / "empty_prompt.safetensors", {"prompt_embeds": empty_prompt_fn()})
 
@@ -136,21 +156,15 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
             continue
         _atomic_safetensors(shard_path(cache_dir, i), tensors)
     if failures:
-        _atomic_json(cache_dir / f"failures.rank{rank}.json", failures)
+        atomic_write_json(cache_dir / f"failures.rank{rank}.json", failures)
     if rank == 0:
-        return finalize_index(cache_dir, root, key, entries, world_size)
+        return finalize_index(cache_dir, root, key, entries)
     return read_index(cache_dir)
 
 
-def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry], world_size: int = 1,
-                   wait_s: float = 0.0) -> dict:
+def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -> dict:
     """Record which entries have shards; ``complete`` only when all do."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        have = [i for i in range(len(entries)) if shard_path(cache_dir, i).is_file()]
-        if len(have) == len(entries) or time.monotonic() >= deadline:
-            break
-        time.sleep(1.0)
+    have = [i for i in range(len(entries)) if shard_path(cache_dir, i).is_file()]
     failures = {}
     for f in cache_dir.glob("failures.rank*.json"):
         failures.update(json.loads(f.read_text()))
@@ -163,7 +177,7 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry], w
                      "shard": shard_path(cache_dir, i).name} for i in have],
         "failed": failures,
     }
-    _atomic_json(cache_dir / "index.json", index)
+    atomic_write_json(cache_dir / "index.json", index)
     return index
 
 

@@ -1,19 +1,19 @@
-"""A torch Dataset of (video, caption) pairs read from a dataset folder, and the bucket sampler."""
+"""A torch Dataset of (video, caption) pairs read from a dataset folder."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from workbench.common import UserError
 from workbench.data.manifest import Entry
 from workbench.data.video import VideoError, load_clip
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A dataset sample that cannot be used; the message names the file and the reason."""
 
 
@@ -91,58 +91,6 @@ class VideoCaptionDataset(Dataset):
             j = (index + k) % n
             if self.sizes is None or self.sizes[j] == size:
                 yield j
-
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches whose samples share a bucket (so they stack), in a seeded random order each epoch.
-
-    Indices are shuffled within each bucket, cut into batches (``drop_last`` drops each bucket's
-    incomplete last batch), and the batches of all buckets are shuffled together. The order depends
-    only on ``seed`` and the epoch (``set_epoch``, which Lightning calls through ``.sampler``). With
-    ``num_replicas`` > 1 each rank takes every num_replicas-th batch of the same global order.
-    """
-
-    def __init__(self, *, buckets: list[int], batch_size: int, shuffle: bool = True, drop_last: bool = True,
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0):
-        # keyword-only, so Lightning's distributed-sampler injection fails loudly instead of passing a sampler
-        # as `buckets`; with several devices set trainer.use_distributed_sampler=false (this shards by rank)
-        self.buckets, self.batch_size = list(buckets), batch_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-        self.sampler = self  # Lightning calls set_epoch on `batch_sampler.sampler`
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        members: dict[int, list[int]] = {}
-        for index, bucket in enumerate(self.buckets):
-            members.setdefault(bucket, []).append(index)
-        batches = []
-        for bucket in sorted(members):
-            indices = members[bucket]
-            if self.shuffle:
-                indices = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
-            stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
-            batches += [indices[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        if self.num_replicas > 1:
-            batches = batches[: len(batches) - len(batches) % self.num_replicas][self.rank :: self.num_replicas]
-        return batches
-
-    def __iter__(self):
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        counts: dict[int, int] = {}
-        for bucket in self.buckets:
-            counts[bucket] = counts.get(bucket, 0) + 1
-        rounding = math.floor if self.drop_last else math.ceil
-        total = sum(rounding(c / self.batch_size) for c in counts.values())
-        return total // self.num_replicas if self.num_replicas > 1 else total
 
 
 def collate(samples: list[dict]) -> dict:

@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.common import UserError
 
-class ManifestError(ValueError):
+
+class ManifestError(UserError, ValueError):
     """A dataset folder whose manifest cannot be read."""
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 
+
 class VideoError(ValueError):
     """A video that cannot be used, with the reason in the message."""
 
@@ -32,19 +33,7 @@ class VideoInfo:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
 
 
-def check_frame_count(num_frames: int) -> None:
-    """CogVideoX's causal VAE needs 4k+1 frames (49 -> 13 latent frames)."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        raise ValueError(f"num_frames={num_frames}: CogVideoX needs 4k+1 frames (e.g. 9, 13, 49)")
-
-
-def check_resolution(height: int, width: int) -> None:
-    """H and W must be multiples of 16 (VAE factor 8 x patch size 2)."""
-    if height % 16 or width % 16:
-        raise ValueError(f"{height}x{width}: height and width must be multiples of 16")
-
-
-def sample_frame_indices(num_src: int, src_fps: float, num_frames: int, target_fps: float | None) -> list[int]:
+def frame_indices_at_fps(num_src: int, src_fps: float, num_frames: int, target_fps: float | None) -> list[int]:
     """Indices of ``num_frames`` frames at ``target_fps`` from the centre of a clip.
 
     ``target_fps=None`` takes consecutive frames. Raises VideoError when the clip is too short.
@@ -98,7 +87,7 @@ def load_clip(path: str | Path, num_frames: int, height: int, width: int, target
     """Decode a clip into the VAE's input: (C, F, H, W) float32 in [-1, 1]."""
     reader = _open(path)
     try:
-        indices = sample_frame_indices(len(reader), float(reader.get_avg_fps()), num_frames, target_fps)
+        indices = frame_indices_at_fps(len(reader), float(reader.get_avg_fps()), num_frames, target_fps)
         frames = reader.get_batch(indices).asnumpy()
     except VideoError:
         raise

@@ -23,6 +23,8 @@ from torchmetrics import Metric
 from torchmetrics.multimodal import CLIPScore
 from torchmetrics.utilities import dim_zero_cat
 
+from workbench.common import is_hub_id
+
 
 class _TensorFeaturesCLIP(nn.Module):
     """CLIPModel whose ``get_*_features`` return tensors.
@@ -51,10 +53,6 @@ class _TensorFeaturesCLIP(nn.Module):
         return self._tensor(out)
 
 
-def _looks_like_path(name: str) -> bool:
-    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def _load_model_and_processor(model_name_or_path: str | Path) -> tuple[nn.Module, Any]:
     from huggingface_hub.errors import HFValidationError
     from transformers import CLIPModel, CLIPProcessor
@@ -63,7 +61,7 @@ def _load_model_and_processor(model_name_or_path: str | Path) -> tuple[nn.Module
     local = Path(name).expanduser()
     if local.exists():
         name = str(local)
-    elif _looks_like_path(name):
+    elif not is_hub_id(name):
         raise FileNotFoundError(
             f"CLIP model directory {local} does not exist. Pass a directory written with "
             "CLIPModel/CLIPProcessor.save_pretrained or a Hugging Face hub id such as "

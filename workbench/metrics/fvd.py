@@ -20,7 +20,6 @@ tensors in [0, 255] with the same layout are accepted too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Iterable
@@ -35,6 +34,7 @@ from safetensors.numpy import save_file
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from workbench.common import file_sha256
 from workbench.metrics.frechet import feature_statistics, frechet_distance
 
 I3D_NUM_FRAMES = 16
@@ -55,15 +55,6 @@ def load_i3d_detector(path: str | Path, device: str | torch.device = "cpu") -> t
             "workbench.metrics.standins.build_tiny_i3d)."
         )
     return torch.jit.load(str(path), map_location=device).eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def video_to_i3d_input(videos: torch.Tensor, num_frames: int = I3D_NUM_FRAMES) -> torch.Tensor:

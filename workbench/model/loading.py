@@ -18,6 +18,8 @@ from diffusers import (
 )
 from transformers import AutoTokenizer, T5EncoderModel
 
+from workbench.common import is_hub_id
+
 
 @dataclass
 class CogVideoXComponents:
@@ -46,10 +48,9 @@ class CogVideoXComponents:
 
 def check_model_source(model: str) -> None:
     """Fail early and clearly for a local path that is not a diffusers CogVideoX directory."""
-    path = Path(model)
-    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1
-    if not looks_local:
+    if is_hub_id(model):
         return  # a hub id such as THUDM/CogVideoX-2b; from_pretrained resolves it
+    path = Path(model).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
             f"{model}: no such model directory. Pass a hub id (THUDM/CogVideoX-2b) or a directory "

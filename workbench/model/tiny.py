@@ -47,16 +47,18 @@ _WORDS = (
 ).split()
 
 
-def _t5_style_tokenizer(out_dir: Path) -> T5Tokenizer:
-    """A T5-style (Metaspace + Unigram) tokenizer over a small built-in vocabulary.
+def t5_style_tokenizer(out_dir: Path, words: tuple[str, ...] | list[str] = _WORDS,
+                       max_length: int = TINY_MAX_TEXT_LEN) -> T5Tokenizer:
+    """A T5-style (Metaspace + Unigram) tokenizer over a small vocabulary (``words``), saved to ``out_dir``.
 
     Whole words get high scores and single characters low ones, so known words are one token and
     anything else still tokenizes (character fallback), as with T5's sentencepiece model.
     """
-    chars = sorted(set("".join(_WORDS)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,'-!?"))
+    words = list(dict.fromkeys(words))
+    chars = sorted(set("".join(words)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,'-!?"))
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
-    vocab += [(f"\u2581{w}", -1.0) for w in _WORDS]
-    vocab += [(c, -8.0) for c in chars] + [(f"\u2581{c}", -7.0) for c in chars if c not in _WORDS]
+    vocab += [(f"\u2581{w}", -1.0) for w in words]
+    vocab += [(c, -8.0) for c in chars] + [(f"\u2581{c}", -7.0) for c in chars if c not in words]
     tok = Tokenizer(models.Unigram(vocab, unk_id=2))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -70,7 +72,7 @@ def _t5_style_tokenizer(out_dir: Path) -> T5Tokenizer:
         unk_token="<unk>",
         pad_token="<pad>",
         extra_ids=0,
-        model_max_length=TINY_MAX_TEXT_LEN,
+        model_max_length=max_length,
     )
     tokenizer.save_pretrained(out_dir)
     return tokenizer
@@ -80,7 +82,7 @@ def build_tiny_pipeline(seed: int = 0) -> CogVideoXPipeline:
     """A randomly initialised CogVideoX pipeline small enough to train on a CPU in seconds."""
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _t5_style_tokenizer(Path(tmp))
+        tokenizer = t5_style_tokenizer(Path(tmp))
     text_encoder = T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer),

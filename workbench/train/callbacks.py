@@ -1,4 +1,4 @@
-"""Callbacks: the run directory and recipe logging, sample videos, step performance."""
+"""Training callbacks: validation videos, the step-0 validation loss, step performance."""
 
 from __future__ import annotations
 
@@ -7,88 +7,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from workbench.lit.reliability import MLFLOW_CHECKPOINT_KEY
-from workbench.tracking import MLflowLogger, mlflow_logger
-from workbench.tracking_spool import SPOOL_FILE
-
-RUN_DIR_TAG = "workbench.run_dir"
+from workbench.tracking.runs import mlflow_logger, run_dir
 
 
-def run_dir(trainer: L.Trainer) -> Path:
-    """``<default_root_dir>/<mlflow run id>``: where a run's config, checkpoints and samples live."""
-    logger = mlflow_logger(trainer)
-    name = logger.run_id if logger is not None else f"version_{trainer.logger.version if trainer.logger else 0}"
-    return Path(trainer.default_root_dir) / name
-
-
-class LogRecipe(SaveConfigCallback):
-    """Save the fully resolved recipe in the run directory and log it to MLflow (params + artifact).
-
-    Also points checkpoints at ``<run dir>/checkpoints`` so runs never overwrite each other, the MLflow
-    logger's spool at ``<run dir>/mlflow-spool.jsonl``, and records the MLflow run in every checkpoint
-    (``checkpoint["mlflow"]``) so a resume continues it. A resumed run keeps its ``config.yaml``; the
-    resuming command's recipe is saved next to it as ``config.resume-step_N.yaml`` (and logged under
-    ``recipe/resume-step_N/``).
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs["save_to_log_dir"] = False
-        super().__init__(*args, **kwargs)
-
-    def setup(self, trainer, pl_module, stage) -> None:
-        super().setup(trainer, pl_module, stage)
-        logger = mlflow_logger(trainer)
-        if logger is not None and trainer.world_size > 1:
-            # Only rank zero talks to MLflow; the others learn its run id so run_dir() agrees everywhere.
-            logger._run_id = trainer.strategy.broadcast(logger.run_id if trainer.is_global_zero else None)
-
-    def save_config(self, trainer, pl_module, stage) -> None:
-        directory = run_dir(trainer)
-        directory.mkdir(parents=True, exist_ok=True)
-        logger = mlflow_logger(trainer)
-        path, artifact_dir = directory / "config.yaml", "recipe"
-        resume_step = getattr(logger, "resume_step", None)
-        if self.config.get("ckpt_path") and path.exists():
-            name = f"resume-step_{resume_step:06d}" if resume_step is not None else "resume"
-            path, artifact_dir = directory / f"config.{name}.yaml", f"recipe/{name}"
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
-        for cb in trainer.checkpoint_callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
-                cb.dirpath = str(directory / "checkpoints")
-        if logger is not None:
-            if isinstance(logger, MLflowLogger):
-                logger.spool_path = directory.resolve() / SPOOL_FILE
-            config = yaml.safe_load(path.read_text())
-            logger.log_hyperparams(config)
-            logger.log_artifact(path, artifact_dir)
-            tags = {RUN_DIR_TAG: str(directory.resolve())}
-            if isinstance(logger, MLflowLogger):
-                logger.set_tags(tags)
-            else:
-                logger.experiment.set_tag(logger.run_id, RUN_DIR_TAG, tags[RUN_DIR_TAG])
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        logger = mlflow_logger(trainer)
-        if logger is not None and trainer.world_size > 1:
-            # Only rank 0 talks to MLflow; the others learn the run id so run_dir() is the same everywhere.
-            run_id = trainer.strategy.broadcast(logger.run_id if trainer.is_global_zero else None)
-            if not trainer.is_global_zero:
-                logger._run_id = run_id
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        logger = mlflow_logger(trainer)
-        if logger is not None and trainer.is_global_zero:
-            checkpoint[MLFLOW_CHECKPOINT_KEY] = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri
-                                                 if isinstance(logger, MLflowLogger) else logger._tracking_uri}
-
-
-class SampleVideos(L.Callback):
+class ValidationVideos(L.Callback):
     """Generate videos for fixed prompts at validation and log them as mp4 artifacts.
 
     With several processes each renders its share of the prompts (prompt i on rank i mod N)."""
@@ -124,7 +48,7 @@ class SampleVideos(L.Callback):
                                   max_sequence_length=pl_module.max_text_len, **self.kwargs).frames[0]
                 path = out / f"{i:02d}.mp4"
                 export_to_video(list(frames), str(path), fps=self.fps)
-        trainer.strategy.barrier("SampleVideos")
+        trainer.strategy.barrier("ValidationVideos")
         self.last_paths = sorted(out.glob("*.mp4"))
         if not trainer.is_global_zero:
             return

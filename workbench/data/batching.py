@@ -1,6 +1,6 @@
-"""Seeded global batches, split over processes, resumable mid-epoch.
+"""Batch samplers: seeded global batches (split over processes, resumable mid-epoch) and aspect-ratio buckets.
 
-Each epoch's order is a permutation drawn from (seed, epoch). Global batch b holds
+Global batches: each epoch's order is a permutation drawn from (seed, epoch). Global batch b holds
 order[b*G:(b+1)*G] with G = batch_size x processes, and process r takes its r-th slice. So one
 process with batch 2B sees, step for step, the same samples as two processes with batch B, and a
 run resumed from a checkpoint in the middle of an epoch continues with exactly the batches it had
@@ -97,3 +97,55 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         self.batch_sampler.resume(state["epoch"], state["samples_done"])
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches whose samples share a bucket (so they stack), in a seeded random order each epoch.
+
+    Indices are shuffled within each bucket, cut into batches (``drop_last`` drops each bucket's
+    incomplete last batch), and the batches of all buckets are shuffled together. The order depends
+    only on ``seed`` and the epoch (``set_epoch``, which Lightning calls through ``.sampler``). With
+    ``num_replicas`` > 1 each rank takes every num_replicas-th batch of the same global order.
+    """
+
+    def __init__(self, *, buckets: list[int], batch_size: int, shuffle: bool = True, drop_last: bool = True,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        # keyword-only, so Lightning's distributed-sampler injection fails loudly instead of passing a sampler
+        # as `buckets`; with several devices set trainer.use_distributed_sampler=false (this shards by rank)
+        self.buckets, self.batch_size = list(buckets), batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.sampler = self  # Lightning calls set_epoch on `batch_sampler.sampler`
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        members: dict[int, list[int]] = {}
+        for index, bucket in enumerate(self.buckets):
+            members.setdefault(bucket, []).append(index)
+        batches = []
+        for bucket in sorted(members):
+            indices = members[bucket]
+            if self.shuffle:
+                indices = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
+            stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
+            batches += [indices[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        if self.num_replicas > 1:
+            batches = batches[: len(batches) - len(batches) % self.num_replicas][self.rank :: self.num_replicas]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        counts: dict[int, int] = {}
+        for bucket in self.buckets:
+            counts[bucket] = counts.get(bucket, 0) + 1
+        rounding = math.floor if self.drop_last else math.ceil
+        total = sum(rounding(c / self.batch_size) for c in counts.values())
+        return total // self.num_replicas if self.num_replicas > 1 else total

@@ -1,4 +1,4 @@
-"""``workbench generate``: render one video from an export with the stock ``CogVideoXPipeline``.
+"""Stock ``CogVideoXPipeline`` loading and rendering, for ``workbench generate`` and evaluation.
 
 Works on anything diffusers loads: a merged export directory (or hub repo), or a base model plus a
 LoRA (``pytorch_lora_weights.safetensors`` or the export directory holding it). No workbench
@@ -7,15 +7,13 @@ code runs inside the pipeline, so what this renders is what a diffusers user get
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
-DTYPES = ("fp32", "bf16", "fp16")
+from workbench.common import UserError, first_line, torch_dtype
 
 
-class GenerateError(Exception):
+class GenerateError(UserError):
     """A problem the user can fix (missing model, bad size); printed without a traceback."""
 
 
@@ -36,11 +34,11 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
         raise GenerateError(str(e)) from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
-    kwargs = {} if dtype == "fp32" else {"torch_dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]}
+    kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
     try:
         pipe = CogVideoXPipeline.from_pretrained(model, use_safetensors=True, **kwargs)
     except OSError as e:
-        raise GenerateError(f"cannot load {model}: {str(e).splitlines()[0]}") from None
+        raise GenerateError(f"cannot load {model}: {first_line(e)}") from None
     if lora is not None:
         path = Path(lora)
         if path.is_file():
@@ -71,7 +69,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     import torch
     from diffusers.utils import export_to_video
 
-    from workbench.data.video import check_frame_count, check_resolution
+    from workbench.model.video_shape import check_frame_count, check_resolution
 
     try:  # explicit sizes are checked before loading; the model's own defaults are valid
         if frames is not None:
@@ -100,44 +98,3 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-def cmd_generate(ns: argparse.Namespace) -> int:
-    try:
-        out = generate_video(ns.model, ns.prompt, ns.out, lora=ns.lora, negative_prompt=ns.negative_prompt,
-                             steps=ns.steps, guidance=ns.guidance, frames=ns.frames, height=ns.height,
-                             width=ns.width, seed=ns.seed, fps=ns.fps, lora_scale=ns.lora_scale,
-                             device=ns.device, dtype=ns.dtype, compile=ns.compile)
-    except GenerateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``workbench generate`` on the top-level subparsers."""
-    p = subparsers.add_parser(
-        "generate", help="render a video from an export (merged dir, or base + --lora) with stock diffusers",
-        description="Render one video with the stock CogVideoXPipeline: --model is a merged export, a base "
-                    "model directory or a hub id; --lora adds a LoRA (file or export directory).")
-    p.add_argument("--model", required=True, help="merged export directory, base model directory or hub id")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--out", required=True, help="output .mp4")
-    p.add_argument("--lora", help="pytorch_lora_weights.safetensors, or a directory (export) holding it")
-    p.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
-    p.add_argument("--negative-prompt")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (default 6.0)")
-    p.add_argument("--frames", type=int, help="4k+1 frames (default: the model's, 49 for CogVideoX-2b)")
-    p.add_argument("--height", type=int, help="multiple of 16 (default: the model's, 480)")
-    p.add_argument("--width", type=int, help="multiple of 16 (default: the model's, 720)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", choices=DTYPES, help="default: bf16 on cuda, fp32 on cpu")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the transformer blocks (pays off over many steps or videos; "
-                        "see docs/performance.md)")
-    p.set_defaults(func=cmd_generate)
-    return p

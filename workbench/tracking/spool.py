@@ -3,7 +3,7 @@
 
 Each line of a spool file (``mlflow-spool.jsonl`` in the run directory) is one call of the run's logger
 as JSON: ``{"op": "metrics" | "params" | "tags" | "artifact" | "terminate", "run_id", "tracking_uri", ...}``.
-The logger (workbench.tracking.MLflowLogger) appends a call before it first retries it, so a crash loses
+The logger (workbench.tracking.DurableMLflowLogger) appends a call before it first retries it, so a crash loses
 nothing; it deletes the file once everything in it reached the store. Syncing is idempotent: metric values
 already in the run (same key, step, timestamp and value), params already set and artifacts are not sent twice.
 
@@ -12,13 +12,14 @@ Kept free of Lightning and torch so the ``workbench`` command starts quickly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 from collections import Counter
 from pathlib import Path
+
+from workbench.common import first_line
 
 SPOOL_FILE = "mlflow-spool.jsonl"
 PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call
@@ -42,11 +43,6 @@ def is_transient(error: BaseException) -> bool:
     except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
         return False
     return isinstance(error, OperationalError)
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def append(path: Path, record: dict) -> None:
@@ -170,34 +166,3 @@ def sync(path: str | os.PathLike, tracking_uri: str | None = None, out=sys.stdou
             send(client, record)
         counts["calls"] += 1
     return dict(counts)
-
-
-def cmd_sync(ns: argparse.Namespace) -> int:
-    try:
-        counts = sync(ns.spool, ns.tracking_uri)
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - the store failed mid-way; the sync can simply be run again
-        print(f"error: the store failed during the sync ({first_line(e)}); nothing is lost, run the same command "
-              "again when it is reachable", file=sys.stderr)
-        return 1
-    print(f"synced {ns.spool}: {counts.get('metrics_sent', 0)} metric values sent "
-          f"({counts.get('metrics_present', 0)} already in the run), {counts.get('params_sent', 0)} params, "
-          f"{counts.get('artifacts_sent', 0)} artifacts, {counts.get('calls', 0)} calls")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``workbench tracking sync`` on the top-level subparsers."""
-    tracking = subparsers.add_parser("tracking", help="MLflow tracking tools")
-    sub = tracking.add_subparsers(dest="tracking_command", metavar="TRACKING_COMMAND")
-    p = sub.add_parser(
-        "sync", help="send the logging calls a run could not deliver (mlflow-spool.jsonl) to its MLflow store",
-        description="Send the metrics, params, tags, artifacts and end status that a run kept in its spool file "
-                    "while the MLflow store was unreachable. Safe to run more than once: what the run already "
-                    "has is not sent again.")
-    p.add_argument("spool", help="the spool file, e.g. runs/<run id>/mlflow-spool.jsonl")
-    p.add_argument("--tracking-uri", help="the store to send to (default: the one the run logged to)")
-    p.set_defaults(func=cmd_sync)
-    return tracking

@@ -1,7 +1,7 @@
 """LightningDataModule over a folder of captioned videos.
 
 Frames: ``num_frames`` (4k+1) frames at ``fps``, from the centre of each clip
-(workbench.data.video.sample_frame_indices; ``fps: null`` takes consecutive frames).
+(workbench.data.video.frame_indices_at_fps; ``fps: null`` takes consecutive frames).
 
 Resize + crop: each clip is scaled, aspect ratio kept (bilinear, antialiased), until it covers its
 target size, then centre-cropped to it. Without buckets the target is ``height`` x ``width`` for
@@ -19,7 +19,7 @@ Bad samples (``on_bad_sample``):
   unusable ones at once.)
 * ``skip``: setup validates every entry once (the checks of ``workbench data check`` that make a
   sample unusable: missing, zero-length, not a video, corrupt, too short, no caption, outside the
-  dataset root; see workbench.data.check.UNUSABLE), drops those and writes them with their reasons
+  dataset root; see workbench.data.validate.UNUSABLE), drops those and writes them with their reasons
   to ``skipped_samples.json`` (``skipped_report_path()``; ``skipped`` has the same records). A clip
   that still fails to decode during training is replaced by the next loadable clip of the same
   size and added to the file; nothing is dropped silently.
@@ -35,10 +35,12 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from workbench.data.dataset import ON_BAD_SAMPLE, BucketBatchSampler, SampleError, VideoCaptionDataset, collate
+from workbench.data.batching import BucketBatchSampler, GlobalBatchSampler, ResumableDataLoader
+from workbench.data.dataset import ON_BAD_SAMPLE, SampleError, VideoCaptionDataset, collate
 from workbench.data.manifest import Entry, find_manifest, read_manifest
-from workbench.data.sampling import GlobalBatchSampler, ResumableDataLoader
-from workbench.data.video import check_frame_count, check_resolution
+from workbench.model.video_shape import (
+    DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH, check_frame_count, check_resolution,
+)
 
 SKIPPED_FILE = "skipped_samples.json"
 
@@ -61,8 +63,9 @@ class VideoDataModule(L.LightningDataModule):
             one process per node; with several GPUs run ``torchrun ... workbench.cli prepare`` first).
     """
 
-    def __init__(self, root: str = "datasets/sample", num_frames: int = 49, height: int = 480, width: int = 720,
-                 fps: float | None = 8.0, batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
+    def __init__(self, root: str = "datasets/sample", num_frames: int = DEFAULT_NUM_FRAMES,
+                 height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, fps: float | None = DEFAULT_FPS,
+                 batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
                  val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
                  buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
                  cache: str | None = None):
@@ -116,15 +119,15 @@ class VideoDataModule(L.LightningDataModule):
         if hp.cache != "auto":
             return
         from workbench.data.cache import read_index
-        from workbench.prepare import prepare
+        from workbench.data.prepare import prepare_cache
 
         cache = self._cache_dir()
         if (cache / "index.json").is_file() and read_index(cache).get("complete"):
             return
         module = self.trainer.lightning_module
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
-        prepare(module.hparams.model, hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps, device=device,
-                dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling)
+        prepare_cache(module.hparams.model, hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
+                      device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling)
         import gc
 
         import torch
@@ -135,8 +138,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _setup_cache(self) -> None:
         """Train and validate from the cache; the key must match this run's model and data settings."""
-        from workbench.data.cache import CachedLatentDataset, read_index
-        from workbench.prepare import cache_key
+        from workbench.data.cache import CachedLatentDataset, cache_key, read_index
 
         hp = self.hparams
         trainer = self._trainer_or_none()
@@ -172,7 +174,7 @@ class VideoDataModule(L.LightningDataModule):
             return entries, None
         if root in self._checked:
             return self._checked[root]
-        from workbench.data.check import nearest_bucket, validate_entries
+        from workbench.data.validate import nearest_bucket, validate_entries
 
         results = validate_entries(root, entries, hp.num_frames, hp.fps, decode=hp.on_bad_sample == "skip",
                                    progress=self._is_global_zero())
@@ -260,7 +262,7 @@ class VideoDataModule(L.LightningDataModule):
             if self.hparams.report_dir:
                 directory = Path(self.hparams.report_dir)
             elif self._trainer_or_none() is not None:
-                from workbench.lit.callbacks import run_dir
+                from workbench.tracking.runs import run_dir
 
                 directory = run_dir(self.trainer)
             else:
@@ -270,7 +272,7 @@ class VideoDataModule(L.LightningDataModule):
         self._skipped_path.write_text(json.dumps(self.skipped, indent=2) + "\n")
         trainer = self._trainer_or_none()
         if trainer is not None and self.skipped:
-            from workbench.tracking import mlflow_logger
+            from workbench.tracking.runs import mlflow_logger
 
             logger = mlflow_logger(trainer)
             if logger is not None:
@@ -283,8 +285,4 @@ class VideoDataModule(L.LightningDataModule):
     def _is_global_zero(self) -> bool:
         trainer = self._trainer_or_none()
         return trainer is None or trainer.is_global_zero
-
-    @property
-    def root(self) -> Path:
-        return Path(self.hparams.root)
 

@@ -1,4 +1,4 @@
-"""MLflow setup: the default store, the Lightning logger, artifact helpers.
+"""``DurableMLflowLogger``: Lightning's MLFlowLogger that keeps a run's record whole.
 
 The logger keeps a run's record whole through what goes wrong around training:
 
@@ -8,7 +8,7 @@ The logger keeps a run's record whole through what goes wrong around training:
   order, until the store answers. The first failing call waits for MLflow's own HTTP retries
   (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``), later ones do not wait.
   At the end of the run whatever is still unsent stays in the spool and the logger prints the
-  ``workbench tracking sync`` command that sends it (workbench.tracking_spool).
+  ``workbench tracking sync`` command that sends it (workbench.tracking.spool).
 * A resume from a checkpoint (``resume_run_id``, set by the CLI from the checkpoint): the run goes on
   in the same MLflow run. Steps between the checkpoint and the interruption are trained again and
   would log their metrics twice; the logger skips (metric, step) values the run already holds, so
@@ -17,7 +17,6 @@ The logger keeps a run's record whole through what goes wrong around training:
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import threading
@@ -30,48 +29,17 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from workbench import tracking_spool
-from workbench.tracking_spool import SPOOL_FILE, first_line, is_transient
+from workbench.common import first_line
+from workbench.tracking import spool as tracking_spool
+from workbench.tracking.spool import is_transient
+from workbench.tracking.store import open_store, resolve_tracking_uri
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RESUMED_FROM_STEP_TAG = "workbench.resumed_from_step"
 RESUMED_FROM_RUN_TAG = "workbench.resumed_from_run"
 MAX_RETRY_INTERVAL_S = 300.0
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The store to use: an explicit URI, else $MLFLOW_TRACKING_URI, else ./mlflow.db (sqlite)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def open_store(uri: str, attempts: int = 10) -> None:
-    """Open (and on first use create) the tracking store, safely while other runs do the same.
-
-    Two runs starting on a new sqlite file would race to create its tables (MLflow's migrations are not
-    safe to run concurrently and can leave the file unusable), so opening a sqlite store holds a file lock
-    next to it (``mlflow.db.lock``); a locked database is retried.
-    """
-    from mlflow.tracking import MlflowClient
-
-    if not uri.startswith("sqlite:///"):
-        MlflowClient(uri)
-        return
-    from filelock import FileLock
-
-    database = Path(uri[len("sqlite:///"):])
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{database}.lock"):
-        for attempt in range(attempts):
-            try:
-                MlflowClient(uri)  # builds (creating or migrating the tables) and caches the store
-                return
-            except Exception as e:  # noqa: BLE001 - a locked database is retried; the rest raised
-                if not is_transient(e) or attempt == attempts - 1:
-                    raise
-                time.sleep(min(0.2 * 2**attempt, 3.0))
-
-
-class MLflowLogger(MLFlowLogger):
+class DurableMLflowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger on the local sqlite store by default, continuing runs across resumes and
     buffering through store outages (see the module doc).
 
@@ -103,7 +71,7 @@ class MLflowLogger(MLFlowLogger):
         self._stop = threading.Event()
         self._dropped = 0  # calls pushed out of memory by max_buffered (still in the spool)
         self._spooled = False
-        self.spool_path: Path | None = None  # set to <run dir>/mlflow-spool.jsonl by LogRecipe
+        self.spool_path: Path | None = None  # set to <run dir>/mlflow-spool.jsonl by RunSetup
         self.resumed = False
 
     @property
@@ -336,16 +304,3 @@ class MLflowLogger(MLFlowLogger):
         """Logging calls that have not reached the store (kept in the spool file)."""
         with self._lock:
             return len(self._pending) + self._dropped
-
-
-def mlflow_logger(trainer) -> MLFlowLogger | None:
-    """The trainer's MLflow logger, if it has one."""
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):
-            return logger
-    return None
-
-
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on ``uri``."""
-    return f"mlflow ui --backend-store-uri {uri}"

@@ -7,23 +7,37 @@ export. MLflow logs go to the default store ($MLFLOW_TRACKING_URI, else ./mlflow
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
-SMOKE_SUITE = Path(__file__).resolve().parents[1] / "evals" / "suites" / "smoke.yaml"
+SMOKE_SUITE = Path(__file__).resolve().parents[2] / "evals" / "suites" / "smoke.yaml"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("quickstart", help="tiny end-to-end fine-tune + eval + export on CPU")
+    p.add_argument("--workdir", default="workbench-quickstart", help="where the tiny model, data and runs go")
+    p.add_argument("--max-steps", type=int, default=None, help="override the tiny recipe's step count")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    quickstart(Path(ns.workdir), max_steps=ns.max_steps)
+    return 0
 
 
 def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     """Build what the job needs in ``workdir``, fine-tune LoRA, evaluate, export; print where it all is."""
-    from workbench.cli import lightning_cli
-    from workbench.data.sample import make_sample_dataset
-    from workbench.evaluate import evaluate
-    from workbench.export import export
-    from workbench.lit.callbacks import SampleVideos, run_dir
+    from workbench.data.sample_dataset import make_sample_dataset
+    from workbench.eval.harness import evaluate
+    from workbench.export.job import export
     from workbench.metrics.standins import build_tiny_clip, build_tiny_i3d
     from workbench.model.tiny import save_tiny_model
-    from workbench.recipes import recipe_path
-    from workbench.tracking import mlflow_logger, ui_command
+    from workbench.tracking.runs import mlflow_logger, run_dir
+    from workbench.tracking.store import ui_command
+    from workbench.train.callbacks import ValidationVideos
+    from workbench.train.cli import lightning_cli
+    from workbench.train.recipes import recipe_path
 
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = save_tiny_model(workdir / "tiny-cogvideox")
@@ -62,7 +76,7 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
                       overwrite=True)
 
     print(f"   export took {time.perf_counter() - t2:.0f} s", flush=True)
-    samples = next((cb.last_paths for cb in trainer.callbacks if isinstance(cb, SampleVideos)), [])
+    samples = next((cb.last_paths for cb in trainer.callbacks if isinstance(cb, ValidationVideos)), [])
     summary = {
         "run_id": logger.run_id,
         "tracking_uri": logger.tracking_uri,

@@ -20,14 +20,15 @@ from diffusers.optimization import get_scheduler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from workbench.common import torch_dtype
 from workbench.model.adapters import add_lora
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
+from workbench.model.text import caption_token_count, encode_prompts
 
 SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CogVideoXModule(L.LightningModule):
@@ -103,7 +104,7 @@ class CogVideoXModule(L.LightningModule):
         on_device = hp.encoders == "device"
         # Components may be handed in already built (benchmarks build real-size random ones).
         c = self.components or load_components(hp.model, load_vae=on_device, load_text_encoder=on_device)
-        frozen = DTYPES[hp.frozen_dtype]
+        frozen = torch_dtype(hp.frozen_dtype)
         if on_device:
             self._prepare_encoders(c)
         elif c.vae is not None:
@@ -132,7 +133,7 @@ class CogVideoXModule(L.LightningModule):
             self.vae_config = c.vae.config
 
     def _prepare_encoders(self, c: CogVideoXComponents) -> None:
-        frozen = DTYPES[self.hparams.frozen_dtype]
+        frozen = torch_dtype(self.hparams.frozen_dtype)
         for m in (c.vae, c.text_encoder):
             freeze(m)
             m.to(frozen)
@@ -185,17 +186,14 @@ class CogVideoXModule(L.LightningModule):
     def max_text_len(self) -> int:
         return self.transformer.config.max_text_seq_length
 
-    @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> torch.Tensor:
         """T5 embeddings padded to the transformer's max_text_seq_length (226 for CogVideoX)."""
         tok = self.components.tokenizer
         for c in captions:
-            if c not in self._truncation_warned and len(tok(c).input_ids) > self.max_text_len:
+            if c not in self._truncation_warned and caption_token_count(tok, c) > self.max_text_len:
                 self._truncation_warned.add(c)
                 rank_zero_warn(f"caption truncated to {self.max_text_len} tokens: {c[:80]!r}...")
-        ids = tok(captions, padding="max_length", max_length=self.max_text_len, truncation=True,
-                  add_special_tokens=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
+        return encode_prompts(tok, self.text_encoder, captions, self.max_text_len)
 
     @torch.no_grad()
     def latent_moments(self, batch: dict) -> torch.Tensor:
@@ -211,7 +209,7 @@ class CogVideoXModule(L.LightningModule):
                                "model.encoders=device")
         return self.vae.encode(batch["video"].to(self.vae.dtype)).latent_dist.parameters
 
-    def sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
+    def per_sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).
 
         The scalar draws (timestep, caption dropout) come from it directly, the tensors from
@@ -239,7 +237,7 @@ class CogVideoXModule(L.LightningModule):
             out.append(torch.randn(shape, generator=device_gen, device=self.device))
         return torch.stack(out)
 
-    def sample_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    def draw_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W)."""
         mean, logvar = moments.float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
@@ -264,7 +262,7 @@ class CogVideoXModule(L.LightningModule):
         times (validation), so the VAE and T5 run once.
         """
         moments = self.latent_moments(batch) if moments is None else moments
-        latents = self.sample_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
+        latents = self.draw_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
                                                               else torch.float32)
         n_train = self.components.scheduler.config.num_train_timesteps
         noise = self.draw(generators, latents.shape[1:]).to(latents.dtype)
@@ -289,7 +287,7 @@ class CogVideoXModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         accumulate = self.trainer.accumulate_grad_batches
         micro_step = self.global_step * accumulate + batch_idx % accumulate
-        gens = self.sample_generators(len(batch["caption"]), 1, micro_step)
+        gens = self.per_sample_generators(len(batch["caption"]), 1, micro_step)
         loss = self.batch_loss(batch, gens, train=True)
         # averaged over processes too, so the logged curve is the global batch's whatever the process count
         self.log("train/loss", loss, prog_bar=True, batch_size=len(gens), sync_dist=self.trainer.world_size > 1)

@@ -1,0 +1,21 @@
+"""``workbench build-tiny OUT``: save a tiny random CogVideoX in diffusers layout (for tests and experiments)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("build-tiny", help="save a tiny random CogVideoX in diffusers layout",
+                              description="Build a randomly initialised CogVideoX at toy widths (the 2B "
+                              "architecture) and save it in diffusers layout; its videos are noise.")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from workbench.model.tiny import save_tiny_model
+
+    print(save_tiny_model(ns.out, seed=ns.seed))
+    return 0

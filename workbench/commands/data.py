@@ -1,0 +1,84 @@
+"""``workbench data check ROOT`` (read every sample and report problems) and ``workbench data sample OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="dataset tools: check a dataset, write the sample dataset")
+    sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+
+    p = sub.add_parser("sample", help="write the bundled sample dataset (moving coloured shapes)")
+    p.add_argument("out")
+    p.add_argument("--num-clips", type=int, default=8)
+    p.set_defaults(func=run_sample)
+
+    p = sub.add_parser(
+        "check", help="check every video and caption of a dataset against a recipe; writes report.json/.md",
+        description="Read every manifest entry, decode every video and report what training would trip on. "
+        "Exit status 0: clean or warnings only; 1: errors; 2: usage error.")
+    p.add_argument("root", help="dataset folder (metadata.jsonl, metadata.csv or prompts.txt + videos.txt)")
+    p.add_argument("--recipe", help="recipe YAML (or a bundled recipe's name): data.num_frames/fps/height/width/"
+                   "buckets and model.model come from it, read as `workbench fit` reads it")
+    p.add_argument("--num-frames", type=int, help="frames per sample (default 49, or the recipe's)")
+    p.add_argument("--fps", type=float, help="frame rate frames are sampled at (default 8, or the recipe's)")
+    p.add_argument("--height", type=int, help="training height (default 480, or the recipe's)")
+    p.add_argument("--width", type=int, help="training width (default 720, or the recipe's)")
+    p.add_argument("--model", help="model (local dir or hub id) whose tokenizer measures caption length")
+    p.add_argument("--max-text-len", type=int, help="tokens the model reads (default: the model's, else 226)")
+    p.add_argument("--out", default="data-check", help="folder for report.json and report.md (default ./data-check)")
+    p.add_argument("--jobs", type=int, default=None, help="decoder processes (default min(4, CPUs))")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before a decode counts as hung")
+    p.set_defaults(func=run_check)
+
+
+def run_sample(ns: argparse.Namespace) -> int:
+    from workbench.data.sample_dataset import make_sample_dataset
+
+    print(make_sample_dataset(ns.out, num_clips=ns.num_clips))
+    return 0
+
+
+def run_check(ns: argparse.Namespace) -> int:
+    """0 clean or warnings only, 1 errors, 2 usage errors."""
+    from workbench.data.check import DEFAULT_MAX_TEXT_LEN, check_dataset, model_max_text_len, safe_text
+    from workbench.model.video_shape import (
+        DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH, check_frame_count, check_resolution,
+    )
+
+    settings = {"num_frames": DEFAULT_NUM_FRAMES, "fps": DEFAULT_FPS, "height": DEFAULT_HEIGHT,
+                "width": DEFAULT_WIDTH, "buckets": None}
+    model = ns.model
+    if ns.recipe:
+        from workbench.train.cli import read_recipe
+
+        recipe = read_recipe(ns.recipe)
+        settings = {k: recipe["data"][k] for k in settings}
+        model = model or recipe["model"]["model"]
+    for key in ("num_frames", "fps", "height", "width"):
+        if getattr(ns, key) is not None:
+            settings[key] = getattr(ns, key)
+    root = Path(ns.root)
+    if not root.is_dir():
+        print(f"error: {root}: dataset folder not found", file=sys.stderr)
+        return 2
+    try:
+        check_frame_count(settings["num_frames"])
+        for h, w in settings["buckets"] or [(settings["height"], settings["width"])]:
+            check_resolution(h, w)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    max_text_len = ns.max_text_len or (model_max_text_len(model) if model else DEFAULT_MAX_TEXT_LEN)
+    report = check_dataset(root, settings["num_frames"], settings["fps"], settings["height"], settings["width"],
+                           tokenizer=model, max_text_len=max_text_len, buckets=settings["buckets"], jobs=ns.jobs,
+                           timeout=ns.timeout)
+    path = report.write(ns.out)
+    print(safe_text(report.to_markdown(max_issues=30)))
+    print(f"report: {path} (and report.md)")
+    return 0 if report.ok else 1

@@ -1,0 +1,64 @@
+"""``workbench eval --suite S.yaml --model RUN_OR_DIR``: generate a suite's videos, score them, log to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+
+from workbench.common import DTYPE_NAMES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="generate a suite's videos and score them (CLIP score, FVD), logged to MLflow",
+        description=(
+            "Generate the videos of an evaluation suite (evals/suites/*.yaml: prompts, seeds, frames, size, "
+            "steps, guidance) with a model, save them as mp4, and score them: frame-averaged CLIP score against "
+            "each prompt and FVD against the suite's real reference videos (statistics cached next to the suite). "
+            "Writes results.json, results.md and grid.png to --out and logs everything to MLflow: on the training "
+            "run for a checkpoint or run id (artifacts under eval/<suite>/), else on a new run in experiment "
+            "workbench-eval. Every input is checked before generation starts. See evals/README.md."
+        ),
+    )
+    p.add_argument("--suite", required=True, help="suite YAML (e.g. evals/suites/smoke.yaml)")
+    p.add_argument("--model", required=True, metavar="PATH_OR_RUN",
+                   help="a diffusers pipeline directory (base or merged export) or hub id, a .ckpt written by "
+                        "`workbench fit` (or its run directory), or an MLflow run id")
+    p.add_argument("--lora", help="a diffusers LoRA file or directory (from `workbench export`) to load on --model")
+    p.add_argument("--base-model", help="base model for a checkpoint (when it moved) and for --compare-base")
+    p.add_argument("--compare-base", action="store_true",
+                   help="also evaluate the base model with the same seeds (metrics eval/*_base, "
+                        "grid base | fine-tuned)")
+    p.add_argument("--clip-model", help="CLIP hub id or local directory (overrides the suite's clip_model)")
+    p.add_argument("--fvd-detector", help="StyleGAN-V i3d_torchscript.pt (overrides the suite's fvd_detector)")
+    p.add_argument("--reference", help="reference video folder (overrides the suite's reference)")
+    p.add_argument("--out", help="results folder, new or empty (default: eval-results/<suite>-<time>)")
+    p.add_argument("--cache-dir", help="folder for cached reference statistics (default: <suite folder>/.fvd_cache)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write results to --out only")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_NAMES), help="model dtype (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks before generating (pays off from a few videos "
+                        "on; see docs/performance.md)")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from workbench.eval.harness import evaluate
+
+    result = evaluate(ns.suite, ns.model, lora=ns.lora, base_model=ns.base_model, compare_base=ns.compare_base,
+                      clip_model=ns.clip_model, fvd_detector=ns.fvd_detector, reference=ns.reference,
+                      out=ns.out, cache_dir=ns.cache_dir, tracking_uri=ns.tracking_uri,
+                      log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile)
+    m = result.metrics
+    print(f"suite {result.suite.name}: {result.scores.num_videos} videos, "
+          f"{result.scores.num_reference_videos} reference videos")
+    for key in sorted(k for k in m if not k.startswith("eval/num_")):
+        print(f"  {key} = {m[key]:.4f}")
+    if result.results.get("fvd_note"):
+        print(f"note: {result.results['fvd_note']}")
+    print(f"results: {result.out / 'results.md'}")
+    if result.run_id:
+        print(f"MLflow: run {result.run_id} in {result.tracking_uri}, artifacts under eval/{result.suite.name}/")
+    return 0

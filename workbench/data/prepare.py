@@ -1,0 +1,57 @@
+"""``workbench prepare``'s job: encode a dataset's latents and prompt embeddings once, into a cache.
+
+The VAE and T5 are loaded here, on ``device``, and freed when the function returns; the cache's format
+and bookkeeping are workbench.data.cache's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.common import torch_dtype
+from workbench.data.cache import cache_key, encode_entries
+from workbench.data.video import load_clip
+from workbench.model.video_shape import check_frame_count, check_resolution
+
+
+def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frames: int, height: int, width: int,
+                  fps: float | None, device: str | None = None, dtype: str = "bf16", rank: int = 0,
+                  world_size: int = 1, vae_tiling: bool = False, progress: bool = True) -> dict:
+    """Encode every sample of ``root`` missing from ``cache_dir``; returns the cache index."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from workbench.model.loading import check_model_source, freeze
+    from workbench.model.text import encode_prompts
+
+    check_frame_count(num_frames)
+    check_resolution(height, width)
+    check_model_source(model)
+    key = cache_key(model, num_frames, height, width, fps)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype_ = torch_dtype(dtype)
+    vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, torch_dtype=dtype_)
+    text_encoder = T5EncoderModel.from_pretrained(model, subfolder="text_encoder", use_safetensors=True,
+                                                  torch_dtype=dtype_)
+    tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+    for m in (vae, text_encoder):
+        freeze(m)
+        m.to(device)
+    vae.enable_slicing()
+    if vae_tiling:
+        vae.enable_tiling()
+
+    def embed(caption: str) -> torch.Tensor:
+        return encode_prompts(tokenizer, text_encoder, [caption], key.max_text_len)[0]
+
+    @torch.no_grad()
+    def encode(entry) -> dict:
+        if entry.caption is None:
+            raise ValueError("missing caption")
+        video = load_clip(entry.path(Path(root)), num_frames, height, width, fps)
+        dist = vae.encode(video.unsqueeze(0).to(device, dtype_)).latent_dist
+        return {"latent_dist": dist.parameters[0], "prompt_embeds": embed(entry.caption)}
+
+    return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,
+                          progress=progress)

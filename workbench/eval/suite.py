@@ -1,0 +1,196 @@
+"""An evaluation suite: what to generate, how, and what to compare it with (evals/suites/*.yaml)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.common import UserError
+from workbench.model.video_shape import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+SCHEDULERS = ("dpm", "ddim")
+
+
+class EvalError(UserError):
+    """Bad input to an evaluation (suite, paths, model); printed without a traceback."""
+
+
+class SuiteError(EvalError, ValueError):
+    """A suite file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """An evaluation suite: what to generate, how, and what to compare it with.
+
+    Every prompt is generated once per seed (the same seeds for every prompt and every model).
+    ``reference`` is a dataset folder of real videos (any layout ``read_manifest`` reads);
+    ``clip_model`` a hub id or local CLIP directory; ``fvd_detector`` StyleGAN-V's
+    ``i3d_torchscript.pt``. ``batch_size`` is videos per pipeline call. ``scheduler`` is the
+    sampler, built from the model's own scheduler config: ``dpm`` (CogVideoXDPMScheduler, what the
+    training module's pipeline and the diffusers trainer's validation use) or ``ddim``.
+    """
+
+    name: str
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    num_frames: int = DEFAULT_NUM_FRAMES
+    height: int = DEFAULT_HEIGHT
+    width: int = DEFAULT_WIDTH
+    fps: float = DEFAULT_FPS
+    num_inference_steps: int = 50
+    guidance_scale: float = 6.0
+    batch_size: int = 1
+    scheduler: str = "dpm"
+    reference: Path | None = None
+    clip_model: str | None = DEFAULT_CLIP_MODEL
+    fvd_detector: Path | None = None
+    description: str = ""
+    path: Path | None = None  # the YAML file it was read from
+
+    def __post_init__(self) -> None:
+        from workbench.metrics.fvd import I3D_NUM_FRAMES
+
+        where = str(self.path) if self.path else f"suite {self.name!r}"
+
+        def fail(msg: str):
+            raise SuiteError(f"{where}: {msg}")
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            fail(f"name={self.name!r}: use letters, digits, '_', '.', '-' (it names MLflow artifact folders)")
+        if isinstance(self.prompts, str) or isinstance(self.seeds, (str, int)):
+            fail("prompts and seeds must be lists")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        if not self.prompts:
+            fail("the suite has no prompts; list them under `prompts:` (or point `prompts_file:` at a text file)")
+        for i, p in enumerate(self.prompts):
+            if not isinstance(p, str) or not p.strip():
+                fail(f"prompts[{i}] is empty or not text: {p!r}")
+        if not self.seeds:
+            fail("seeds is empty; give at least one integer seed")
+        if any(not _is_int(s) for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            fail(f"seeds={list(self.seeds)}: must be distinct integers")
+        for key in ("num_frames", "height", "width", "num_inference_steps", "batch_size"):
+            value = getattr(self, key)
+            if not _is_int(value) or value < 1:
+                fail(f"{key}={value!r}: must be a positive integer")
+        if (self.num_frames - 1) % 4:
+            fail(f"num_frames={self.num_frames}: CogVideoX needs 4k+1 frames (17, 49, ...)")
+        if self.num_frames < I3D_NUM_FRAMES:
+            fail(f"num_frames={self.num_frames}: FVD's I3D detector needs {I3D_NUM_FRAMES}-frame clips; "
+                 "use 17 or more (4k+1)")
+        if self.height % 16 or self.width % 16:
+            fail(f"{self.height}x{self.width}: height and width must be multiples of 16")
+        if not isinstance(self.fps, (int, float)) or isinstance(self.fps, bool) or self.fps <= 0:
+            fail(f"fps={self.fps!r}: must be a positive number")
+        if not isinstance(self.guidance_scale, (int, float)) or isinstance(self.guidance_scale, bool) \
+                or self.guidance_scale < 0:
+            fail(f"guidance_scale={self.guidance_scale!r}: must be a number >= 0 (1 or less turns guidance off)")
+        if self.scheduler not in SCHEDULERS:
+            fail(f"scheduler={self.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+        if self.num_videos < 2:
+            fail(f"{self.num_videos} video: FVD needs at least 2 generated videos for a covariance; "
+                 "add prompts or seeds")
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.prompts) * len(self.seeds)
+
+    def jobs(self) -> list[tuple[int, str, int]]:
+        """(prompt index, prompt, seed) for every video, prompt by prompt."""
+        return [(i, p, s) for i, p in enumerate(self.prompts) for s in self.seeds]
+
+    def with_overrides(self, **changes: Any) -> Suite:
+        """A copy with the non-None ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def settings(self) -> dict[str, Any]:
+        """Flat, JSON-able settings (MLflow params, results.json)."""
+        return {
+            "name": self.name, "num_prompts": len(self.prompts), "seeds": list(self.seeds),
+            "num_videos": self.num_videos, "num_frames": self.num_frames, "height": self.height,
+            "width": self.width, "fps": self.fps, "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale, "scheduler": self.scheduler, "batch_size": self.batch_size,
+            "reference": str(self.reference) if self.reference else None, "clip_model": self.clip_model,
+            "fvd_detector": str(self.fvd_detector) if self.fvd_detector else None,
+        }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file"}
+
+
+def _suite_path(value: Any, base: Path, key: str, where: Path) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise SuiteError(f"{where}: {key} must be a path, got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
+
+
+def _clip_model_ref(value: Any, base: Path, where: Path) -> str:
+    """A hub id stays as it is; ``./x``, ``../x``, ``/x``, ``~/x`` or an existing ``base/x`` is a local path."""
+    if not isinstance(value, str) or not value.strip():
+        raise SuiteError(f"{where}: clip_model must be a hub id or a path, got {value!r}")
+    if value.startswith((".", "/", "~")) or (base / value).exists():
+        # absolute, so a relative "dir/name" is never mistaken for a hub id
+        return str(_suite_path(value, base, "clip_model", where).absolute())
+    return value
+
+
+def load_suite(path: str | os.PathLike) -> Suite:
+    """Read and validate a suite YAML (see evals/README.md for the fields).
+
+    Relative paths (reference, fvd_detector, prompts_file, a local clip_model written ``./...`` or
+    ``../...``) are resolved against the suite file's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: no such suite file (suites live in evals/suites/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite is a YAML mapping of fields, got {type(data).__name__}")
+    unknown = sorted(set(data) - _SUITE_KEYS)
+    if unknown:
+        raise SuiteError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
+    base = path.parent
+    fields = dict(data)
+    fields.setdefault("name", path.stem)
+    prompts = fields.pop("prompts", None) or []
+    if not isinstance(prompts, list):
+        raise SuiteError(f"{path}: prompts must be a list of strings")
+    if fields.get("prompts_file") is not None:
+        prompts_file = _suite_path(fields.pop("prompts_file"), base, "prompts_file", path)
+        if not prompts_file.is_file():
+            raise SuiteError(f"{path}: prompts_file {prompts_file} does not exist")
+        prompts = prompts + [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines()
+                             if line.strip()]
+    fields.pop("prompts_file", None)
+    fields["prompts"] = tuple(prompts)
+    seeds = fields.get("seeds", [0])
+    fields["seeds"] = tuple(seeds) if isinstance(seeds, list) else (seeds,)
+    for key in ("reference", "fvd_detector"):
+        if fields.get(key) is not None:
+            fields[key] = _suite_path(fields[key], base, key, path)
+    if fields.get("clip_model") is not None:
+        fields["clip_model"] = _clip_model_ref(fields["clip_model"], base, path)
+    else:
+        fields.pop("clip_model", None)
+    if "description" in fields:
+        fields["description"] = str(fields["description"] or "").strip()
+    return Suite(path=path, **fields)

@@ -1,0 +1,97 @@
+"""The recipe-driven training entry point: LightningCLI with the workbench module, data and run setup.
+
+``workbench fit --config recipes/R.yaml --model.lora_rank 64`` is ``lightning_cli(["fit", ...])``. Given
+``--ckpt_path FILE`` the checkpoint is checked to hold only tensors and plain data before anything is
+built, and the run continues in the MLflow run recorded in it (``ResumableCLI``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from lightning.pytorch.cli import LightningCLI
+
+from workbench.model.checkpoint import MLFLOW_CHECKPOINT_KEY, load_checkpoint_safely
+
+LOGGER_CLASS_PATH = "workbench.tracking.logger.DurableMLflowLogger"
+
+
+class ResumableCLI(LightningCLI):
+    """LightningCLI that, given ``--ckpt_path FILE``, refuses a checkpoint that is not plain tensors and data
+    (before building anything) and continues the MLflow run recorded in it: the workbench MLflow logger gets
+    ``resume_run_id`` and ``resume_step`` unless the command line names a ``run_id``."""
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+            return
+        checkpoint = load_checkpoint_safely(ckpt_path)
+        run = checkpoint.get(MLFLOW_CHECKPOINT_KEY) or {}
+        if subcommand != "fit" or not run.get("run_id"):
+            return
+        loggers = self.config[subcommand].trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if str(getattr(logger, "class_path", "") or "") != LOGGER_CLASS_PATH:
+                continue
+            init_args = logger.init_args
+            if init_args.get("run_id") is None and init_args.get("resume_run_id") is None:
+                init_args.resume_run_id = run["run_id"]
+                init_args.resume_step = int(checkpoint.get("global_step", 0))
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True) -> ResumableCLI:
+    """Run LightningCLI with the workbench module, data module and run setup.
+
+    ``args=None`` reads ``sys.argv`` (what `workbench fit` does, so DDP's launcher can re-execute the same
+    command line for the other processes); programmatic runs pass the arguments.
+    """
+    from workbench.train.datamodule import VideoDataModule
+    from workbench.train.module import CogVideoXModule
+    from workbench.train.run_setup import RunSetup
+
+    # The frozen VAE and T5 are in eval mode on purpose; Lightning warns about any eval-mode module.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # Programmatic runs (quickstart) pass args while the process has its own command line. sys.argv
+    # itself must stay: DDP's launcher re-executes it for the other processes.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    return ResumableCLI(
+        CogVideoXModule,
+        VideoDataModule,
+        save_config_callback=RunSetup,
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+        parser_kwargs={"default_env": False},
+        # Checkpoints record the init args as the module saw them (absolute model and data paths),
+        # not as typed, so a resume or export from another directory finds the same files.
+        load_from_checkpoint_support=False,
+    )
+
+
+def read_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A recipe parsed and checked exactly as ``workbench fit --config PATH OVERRIDES`` would parse it
+    (unknown keys, wrong types and class paths are errors), without building anything.
+
+    ``path`` may be a bundled recipe's name. Returns the resolved config as a plain dict
+    (``{"model": {...}, "data": {...}, "trainer": {...}, ...}``).
+    """
+    from workbench.train.datamodule import VideoDataModule
+    from workbench.train.module import CogVideoXModule
+    from workbench.train.recipes import recipe_path
+
+    class ParseOnly(ResumableCLI):
+        def instantiate_classes(self) -> None:  # parse and validate; build nothing
+            pass
+
+        def _set_seed(self) -> None:  # reading a recipe must not reseed the caller's RNGs
+            pass
+
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    cli = ParseOnly(CogVideoXModule, VideoDataModule, args=["--config", str(recipe_path(path)), *overrides],
+                    run=False, auto_configure_optimizers=False, save_config_callback=None,
+                    parser_kwargs={"default_env": False}, load_from_checkpoint_support=False)
+    return cli.config.as_dict()

@@ -15,4 +15,5 @@ COMMANDS = (
     ("generate", "workbench.commands.generate"),
     ("tracking", "workbench.commands.tracking"),
     ("build-tiny", "workbench.commands.build_tiny"),
+    ("shapes", "workbench.commands.shapes"),
 )

@@ -1,23 +1,40 @@
-"""``workbench quickstart``: the tiny end-to-end job (fine-tune, evaluate, export) on CPU.
+"""``workbench quickstart``: proof, on a CPU, that fine-tuning teaches a model a new domain.
 
-Everything lands in ``workdir``: the tiny random CogVideoX (diffusers layout), the sample data,
-tiny stand-ins for the CLIP and I3D networks the metrics use, the runs, the eval results and the
-export. MLflow logs go to the default store ($MLFLOW_TRACKING_URI, else ./mlflow.db).
+The shipped miniature CogVideoX of the shapes world (workbench/shapes/weights/miniature) never saw a
+yellow shape. The quickstart
+
+1. writes the fine-tune data (yellow clips plus a replay of red, green and blue ones) and held-out
+   reference clips of both domains (``workdir/data``, ``workdir/reference``);
+2. fine-tunes a LoRA on the miniature (``recipes/shapes-lora-cpu.yaml``, from the latent cache);
+3. evaluates base and fine-tuned on the held-out domain (``evals/suites/shapes-held-out.yaml``) and on
+   the pretraining domain (``shapes-pretrain.yaml``, to measure forgetting): the oracle's prompt accuracy,
+   FVD with the learned detector, CLIP score with the learned CLIP;
+4. exports it (LoRA file, merged pipeline, model card, MLflow registry);
+5. prints the before/after table and writes a side-by-side of base vs fine-tuned videos (same prompts
+   and seeds) as a PNG grid and an mp4, logged to the MLflow run.
+
+MLflow logs go to the default store ($MLFLOW_TRACKING_URI, else ./mlflow.db).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
-SMOKE_SUITE = Path(__file__).resolve().parents[2] / "evals" / "suites" / "smoke.yaml"
+SUITES = Path(__file__).resolve().parents[2] / "evals" / "suites"
+FINETUNE_CLIPS = 24  # yellow: every shape x direction, twice
+REPLAY_CLIPS = 8  # red, green, blue: a quarter of the fine-tune data, against forgetting
+REFERENCE_CLIPS = 24  # per domain, not used for training
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("quickstart", help="tiny end-to-end fine-tune + eval + export on CPU")
-    p.add_argument("--workdir", default="workbench-quickstart", help="where the tiny model, data and runs go")
-    p.add_argument("--max-steps", type=int, default=None, help="override the tiny recipe's step count")
+    p = subparsers.add_parser("quickstart", help="CPU proof that fine-tuning works: LoRA on the shapes-world "
+                              "miniature, evaluated before/after, exported",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default="workbench-quickstart", help="where data, runs, results and exports go")
+    p.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
     p.set_defaults(func=run)
 
 
@@ -26,79 +43,100 @@ def run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def write_quickstart_data(workdir: Path) -> dict[str, Path]:
+    """The fine-tune dataset and the two reference sets (each a different seed: no clip is in two of them)."""
+    from workbench.data.sample_dataset import write_shapes_dataset
+    from workbench.shapes.miniature import FPS, HEIGHT, NUM_FRAMES, WIDTH
+    from workbench.shapes.world import HELD_OUT_COLOURS, PRETRAIN_COLOURS, SceneSampler
+
+    size = dict(num_frames=NUM_FRAMES, fps=FPS, height=HEIGHT, width=WIDTH)
+    sets = {
+        "data": (SceneSampler(colours=HELD_OUT_COLOURS, seed=1).scenes(FINETUNE_CLIPS)
+                 + SceneSampler(colours=PRETRAIN_COLOURS, seed=2).scenes(REPLAY_CLIPS),
+                 "quickstart fine-tune data: yellow shapes + a replay of the pretraining colours"),
+        "reference/held-out": (SceneSampler(colours=HELD_OUT_COLOURS, seed=3).scenes(REFERENCE_CLIPS),
+                               "reference clips of the held-out domain (yellow)"),
+        "reference/pretrain": (SceneSampler(colours=PRETRAIN_COLOURS, seed=4).scenes(REFERENCE_CLIPS),
+                               "reference clips of the pretraining domain (red, green, blue)"),
+    }
+    paths = {}
+    for name, (scenes, title) in sets.items():
+        folder = workdir / name
+        if not (folder / "metadata.jsonl").is_file():
+            write_shapes_dataset(folder, scenes, title=title, workers=2, **size)
+        paths[name] = folder
+    return paths
+
+
 def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
-    """Build what the job needs in ``workdir``, fine-tune LoRA, evaluate, export; print where it all is."""
-    from workbench.data.sample_dataset import make_sample_dataset
+    """The whole job (see the module doc); returns the summary it prints."""
     from workbench.eval.harness import evaluate
     from workbench.export.job import export
-    from workbench.metrics.standins import build_tiny_clip, build_tiny_i3d
-    from workbench.model.tiny import save_tiny_model
+    from workbench.shapes.miniature import CLIP_DIR, DETECTOR_PATH, MINIATURE_DIR
+    from workbench.eval.showcase import before_after_table, side_by_side
     from workbench.tracking.runs import mlflow_logger, run_dir
     from workbench.tracking.store import ui_command
-    from workbench.train.callbacks import ValidationVideos
     from workbench.train.cli import lightning_cli
     from workbench.train.recipes import recipe_path
 
     workdir.mkdir(parents=True, exist_ok=True)
-    model_dir = save_tiny_model(workdir / "tiny-cogvideox")
-    data_dir = workdir / "data"
-    if not (data_dir / "metadata.jsonl").is_file():
-        make_sample_dataset(data_dir)
-    metrics_dir = workdir / "metrics"
-    clip_dir, i3d_path = metrics_dir / "tiny-clip", metrics_dir / "tiny-i3d.pt"
-    if not (clip_dir / "config.json").is_file():
-        build_tiny_clip(clip_dir)
-    if not i3d_path.is_file():
-        build_tiny_i3d(i3d_path)
-
     t0 = time.perf_counter()
-    print("== 1/3 fine-tune (LoRA, tiny model, CPU)", flush=True)
-    args = ["fit", "--config", str(recipe_path("tiny-cpu")), "--model.model", str(model_dir),
-            "--data.root", str(data_dir), "--trainer.default_root_dir", str(workdir / "runs")]
+    print("== 1/4 data: yellow shapes (held out of the miniature's pretraining) + replay, reference clips",
+          flush=True)
+    paths = write_quickstart_data(workdir)
+
+    print("== 2/4 fine-tune: LoRA on the shapes-world miniature CogVideoX (CPU)", flush=True)
+    args = ["fit", "--config", str(recipe_path("shapes-lora-cpu")), "--model.model", str(MINIATURE_DIR),
+            "--data.root", str(paths["data"]), "--trainer.default_root_dir", str(workdir / "runs")]
     if max_steps is not None:
         args += ["--trainer.max_steps", str(max_steps)]
     trainer = lightning_cli(args).trainer
     logger = mlflow_logger(trainer)
     checkpoint = trainer.checkpoint_callback.last_model_path
-
     t1 = time.perf_counter()
-    print(f"   fine-tune took {t1 - t0:.0f} s", flush=True)
-    print("== 2/3 evaluate (smoke suite: CLIP score, FVD; fine-tuned vs base)", flush=True)
-    result = evaluate(SMOKE_SUITE, checkpoint, compare_base=True, clip_model=str(clip_dir),
-                      fvd_detector=str(i3d_path), reference=str(data_dir),
-                      out=workdir / "eval" / logger.run_id, cache_dir=workdir / "fvd-cache",
-                      tracking_uri=logger.tracking_uri, progress=False)
+    print(f"   fine-tune took {t1 - t0:.0f} s (data included)", flush=True)
 
+    print("== 3/4 evaluate base vs fine-tuned: held-out domain and pretraining domain", flush=True)
+    results = {}
+    for domain in ("held-out", "pretrain"):
+        results[domain] = evaluate(
+            SUITES / f"shapes-{domain}.yaml", checkpoint, compare_base=True, clip_model=str(CLIP_DIR),
+            fvd_detector=str(DETECTOR_PATH), reference=str(paths[f"reference/{domain}"]),
+            out=workdir / "eval" / logger.run_id / domain, cache_dir=workdir / "fvd-cache",
+            tracking_uri=logger.tracking_uri, progress=False)
     t2 = time.perf_counter()
     print(f"   evaluation took {t2 - t1:.0f} s", flush=True)
-    print("== 3/3 export (diffusers LoRA file, merged pipeline, model card, MLflow registry)", flush=True)
+
+    print("== 4/4 export (diffusers LoRA file, merged pipeline, model card, MLflow registry)", flush=True)
     exported = export(checkpoint, workdir / "export" / logger.run_id, merge=True, tracking_uri=logger.tracking_uri,
                       overwrite=True)
+    t3 = time.perf_counter()
+    print(f"   export took {t3 - t2:.0f} s", flush=True)
 
-    print(f"   export took {time.perf_counter() - t2:.0f} s", flush=True)
-    samples = next((cb.last_paths for cb in trainer.callbacks if isinstance(cb, ValidationVideos)), [])
+    table = before_after_table({d: r.metrics for d, r in results.items()})
+    shown = side_by_side(results["held-out"].out, workdir / "eval" / logger.run_id / "side-by-side")
+    logger.log_artifact(shown["png"], "quickstart")
+    logger.log_artifact(shown["mp4"], "quickstart")
     summary = {
-        "run_id": logger.run_id,
-        "tracking_uri": logger.tracking_uri,
-        "run_dir": str(run_dir(trainer)),
-        "checkpoint": checkpoint,
-        "samples": [str(p) for p in samples],
-        "eval": {k: v for k, v in result.metrics.items()},
-        "eval_dir": str(result.out),
-        "export_dir": str(exported.out),
-        "registered": exported.registered,
+        "run_id": logger.run_id, "tracking_uri": logger.tracking_uri, "run_dir": str(run_dir(trainer)),
+        "checkpoint": checkpoint, "eval": {d: r.metrics for d, r in results.items()},
+        "eval_dirs": {d: str(r.out) for d, r in results.items()}, "export_dir": str(exported.out),
+        "registered": exported.registered, "side_by_side": {k: str(v) for k, v in shown.items()},
+        "seconds": {"fine_tune": round(t1 - t0, 1), "eval": round(t2 - t1, 1), "export": round(t3 - t2, 1)},
     }
-    print("\n== workbench quickstart done ==")
-    print(f"MLflow run     : {summary['run_id']} in {summary['tracking_uri']} (experiment tiny-cpu)")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (workdir / "summary.md").write_text(table + "\n")
+    print("\n== workbench quickstart done ==\n")
+    print(table)
+    print(f"MLflow run     : {summary['run_id']} in {summary['tracking_uri']} (experiment shapes-lora)")
     print(f"run directory  : {summary['run_dir']}")
-    print(f"last checkpoint: {summary['checkpoint']}")
-    for p in summary["samples"]:
-        print(f"sample video   : {p}")
-    print(f"eval results   : {summary['eval_dir']}  " + ", ".join(f"{k}={v:.4g}" for k, v in summary["eval"].items()
-                                                             if isinstance(v, (int, float))))
-    print(f"export         : {summary['export_dir']}" + (f" (registered as {exported.registered[0]} "
-                                                          f"v{exported.registered[1]})" if exported.registered else ""))
-    print(f"generate       : workbench generate --model {exported.out} --prompt \"a red circle moving from "
-          "left to right on a dark background\" --frames 9 --height 64 --width 64 --out video.mp4")
+    print(f"last checkpoint: {checkpoint}")
+    for domain, folder in summary["eval_dirs"].items():
+        print(f"eval ({domain:8s}): {folder}/results.md")
+    print(f"side by side   : {shown['png']} and {shown['mp4']} (base | fine-tuned, same prompts and seeds)")
+    print(f"export         : {exported.out}" + (f" (registered as {exported.registered[0]} "
+                                               f"v{exported.registered[1]})" if exported.registered else ""))
+    print(f"generate       : workbench generate --model {exported.out} --prompt \"a yellow circle moving from "
+          "left to right on a dark background\" --frames 17 --height 64 --width 64 --steps 25 --out video.mp4")
     print(f"open the UI    : {ui_command(summary['tracking_uri'])}")
     return summary

@@ -46,8 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if os.environ.get("WORKBENCH_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
+
+
+def user_message(error: UserError) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker reaches the main process with
+    the worker's traceback in its message; its last line is the original message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(error).__name__) else last
+    return " ".join(line.strip() for line in text.splitlines())
 
 
 if __name__ == "__main__":

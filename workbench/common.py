@@ -81,3 +81,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> None:
     """``atomic_write_text`` of ``obj`` as JSON."""
     atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+def yaml_error_place(path: str | os.PathLike, error: Exception) -> str:
+    """``path:line:column`` of a PyYAML error (``path`` alone when the error has no position): where the
+    construct that broke starts (its context) when PyYAML knows it, else where it noticed the problem, which
+    for an unclosed construct is often the end of the file."""
+    mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

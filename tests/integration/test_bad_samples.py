@@ -13,8 +13,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 
+from tests.helpers.clips import shape_clip
+
 from workbench.data.dataset import SampleError
-from workbench.data.sample_dataset import render_clip, write_mp4
 from workbench.train.datamodule import VideoDataModule
 
 DATA = dict(num_frames=9, height=64, width=64, fps=8)
@@ -23,9 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def clip(path: Path, frames: int = 24, fps: float = 16, height: int = 64, width: int = 96, colour=(230, 40, 40)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(path, render_clip(colour, "square", (0, 1), frames, height, width), fps)
-    return path
+    return shape_clip(path, frames, fps, height, width, colour, "square", "top to bottom")
 
 
 def write_jsonl(root: Path, rows) -> None:
@@ -67,6 +66,18 @@ def bad_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def bad_data_inside(bad_data, tmp_path_factory) -> Path:
+    """``bad_data`` without its entry outside the dataset root (refused before anything is decoded)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("bad-data-inside") / "data"
+    shutil.copytree(bad_data, root)
+    lines = (root / "metadata.jsonl").read_text().splitlines(keepends=True)
+    (root / "metadata.jsonl").write_text("".join(line for line in lines if "../outside.mp4" not in line))
+    return root
+
+
 def trainer(tmp_path: Path, max_steps: int = 2) -> L.Trainer:
     return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -79,10 +90,18 @@ def module(tiny_model_dir):
     return CogVideoXModule(model=str(tiny_model_dir), lora_rank=4, lora_alpha=4, warmup_steps=0, val_timesteps=1)
 
 
-def test_error_policy_stops_with_file_and_reason(bad_data):
-    dm = VideoDataModule(str(bad_data), **DATA, batch_size=1, num_workers=0)  # on_bad_sample defaults to error
+def test_error_policy_refuses_paths_outside_the_root_before_training(bad_data):
+    from workbench.data.manifest import ManifestError
+
+    dm = VideoDataModule(str(bad_data), **DATA, batch_size=1, num_workers=0)
+    with pytest.raises(ManifestError, match=r"\.\./outside\.mp4 \(metadata\.jsonl:7\): path leaves the dataset root"):
+        dm.setup("fit")
+
+
+def test_error_policy_stops_with_file_and_reason(bad_data_inside):
+    dm = VideoDataModule(str(bad_data_inside), **DATA, batch_size=1, num_workers=0)  # on_bad_sample: error
     dm.setup("fit")
-    assert len(dm.train_set) == 11  # nothing dropped, nothing probed: the behaviour before on_bad_sample
+    assert len(dm.train_set) == 10  # nothing dropped, nothing decoded: the behaviour before on_bad_sample
     loader = dm._loader(dm.train_set, shuffle=False)
     with pytest.raises(SampleError, match=r"videos/truncated\.mp4 \(metadata\.jsonl:2\): cannot decode"):
         for _ in loader:
@@ -90,8 +109,8 @@ def test_error_policy_stops_with_file_and_reason(bad_data):
     assert dm.skipped_report_path() is None
 
 
-def test_error_policy_stops_training(bad_data, tiny_model_dir, tmp_path):
-    dm = VideoDataModule(str(bad_data), **DATA, batch_size=1, num_workers=0, on_bad_sample="error")
+def test_error_policy_stops_training(bad_data_inside, tiny_model_dir, tmp_path):
+    dm = VideoDataModule(str(bad_data_inside), **DATA, batch_size=1, num_workers=0, on_bad_sample="error")
     with pytest.raises(SampleError, match=r"metadata\.jsonl:\d+\): "):
         trainer(tmp_path, max_steps=12).fit(module(tiny_model_dir), dm)
 

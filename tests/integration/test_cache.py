@@ -108,3 +108,70 @@ def test_stale_cache_is_refused(tmp_path, tiny_model_dir, sample_data_dir):
     # and prepare refuses to add to it with other settings
     proc = _prepare(tiny_model_dir, sample_data_dir, cache, tmp_path, "--fps", "4", check=False)
     assert proc.returncode == 2 and "fps: cache has 8.0, run needs 4.0" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bucketed_data(tmp_path_factory):
+    """Landscape, portrait and square clips of the shapes world, 4 of each, in one dataset folder."""
+    from workbench.data.sample_dataset import write_shapes_dataset
+    from workbench.shapes.world import SceneSampler
+
+    data = tmp_path_factory.mktemp("buckets")
+    rows = []
+    for i, (h, w) in enumerate(((64, 96), (96, 64), (64, 64))):
+        part = write_shapes_dataset(data / f"part{i}", SceneSampler(seed=i).scenes(4), num_frames=12, fps=8,
+                                    height=h, width=w)
+        rows += [{**json.loads(line), "file_name": f"part{i}/{json.loads(line)['file_name']}"}
+                 for line in (part / "metadata.jsonl").read_text().splitlines()]
+    (data / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return data
+
+
+BUCKETS = ["--data.buckets", "[[64, 96], [96, 64], [64, 64]]", "--data.batch_size", "2", "--data.val_samples", "4"]
+
+
+def test_prepare_then_fit_encodes_nothing_twice(tmp_path, tiny_model_dir, bucketed_data):
+    """`prepare --cache auto` and `fit --data.cache auto` use one key (fps typed 8 or 8.0 alike): fit finds the
+    cache complete and encodes nothing."""
+    run_cli(["prepare", "--model", str(tiny_model_dir), "--root", str(bucketed_data), "--cache", "auto",
+             "--num-frames", "9", "--height", "64", "--width", "64", "--fps", "8",
+             "--buckets", "64x96,96x64,64x64"], cwd=tmp_path)
+    (cache,) = (bucketed_data / ".workbench-cache").iterdir()
+    shards = {p.name: p.stat().st_mtime_ns for p in (cache / "shards").iterdir()}
+    index = json.loads((cache / "index.json").read_text())
+    assert index["complete"] and sorted({tuple(e["size"]) for e in index["entries"]}) == [(64, 64), (64, 96),
+                                                                                          (96, 64)]
+    proc = run_cli(fit_args(tiny_model_dir, bucketed_data, "--trainer.max_steps", "2", "--data.cache", "auto",
+                            "--model.encoders", "offload", *BUCKETS), cwd=tmp_path)
+    assert "encoding" not in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (cache / "shards").iterdir()} == shards
+    assert list((bucketed_data / ".workbench-cache").iterdir()) == [cache]
+
+
+def test_bucketed_cache_training_equals_bucketed_raw_training(tmp_path, tiny_model_dir, bucketed_data):
+    common = ["--trainer.log_every_n_steps", "1", *BUCKETS]
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "cached").mkdir()
+    raw_train, raw_val = _train_losses(tmp_path / "raw", tiny_model_dir, bucketed_data, *common)
+    cache_train, cache_val = _train_losses(tmp_path / "cached", tiny_model_dir, bucketed_data, *common,
+                                           "--data.cache", "auto", "--model.encoders", "offload")
+    assert len(raw_train) == len(cache_train) == 6
+    torch.testing.assert_close(torch.tensor(cache_train), torch.tensor(raw_train), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(cache_val), torch.tensor(raw_val), rtol=1e-4, atol=1e-5)
+
+
+def test_resume_with_buckets_is_exact(tmp_path, tiny_model_dir, bucketed_data):
+    """A run resumed mid-epoch from its step-3 checkpoint ends with the weights of the uninterrupted run."""
+    common = ["--data.cache", "auto", "--model.encoders", "offload", *BUCKETS]
+    for name in ("whole", "resumed"):
+        (tmp_path / name).mkdir()
+    run_cli(fit_args(tiny_model_dir, bucketed_data, "--trainer.max_steps", "5", *common), cwd=tmp_path / "whole")
+    run_cli(fit_args(tiny_model_dir, bucketed_data, "--trainer.max_steps", "3", *common), cwd=tmp_path / "resumed")
+    (first,) = (tmp_path / "resumed" / "runs").glob("*/checkpoints/last.ckpt")
+    run_cli(fit_args(tiny_model_dir, bucketed_data, "--trainer.max_steps", "5", "--ckpt_path", str(first), *common),
+            cwd=tmp_path / "resumed")
+    whole = torch.load(next((tmp_path / "whole" / "runs").glob("*/checkpoints/last.ckpt")), weights_only=True)
+    resumed = torch.load(first, weights_only=True)
+    assert whole["global_step"] == resumed["global_step"] == 5
+    for key, value in whole["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)

@@ -263,7 +263,7 @@ def test_killed_export_leaves_nothing_complete(trained_lora_run, tmp_path, capsy
     assert verify_export(out) == [] and not list(tmp_path.glob(".killed.*"))
 
 
-def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tmp_path, monkeypatch):
+def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tiny_model_dir, tmp_path, monkeypatch):
     import huggingface_hub
 
     from workbench.export.directory import is_complete_export
@@ -283,7 +283,12 @@ def test_push_to_hub_uploads_the_finished_export(trained_lora_run, tmp_path, mon
                        "--push-to-hub", "me/tiny-cogvideox-lora") == 0
     assert calls[0][:2] == ("create_repo", "me/tiny-cogvideox-lora") and calls[0][2].get("exist_ok") is True
     assert calls[1] == ("upload_folder", "me/tiny-cogvideox-lora", str(out), True)
-    assert 'load_lora_weights("me/tiny-cogvideox-lora")' in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert 'load_lora_weights("me/tiny-cogvideox-lora")' in card
+    # the base is a local directory: the card names a placeholder and says what it stands for, not a path of
+    # the machine that exported it
+    assert 'from_pretrained("PATH/TO/BASE_MODEL"' in card and "replace the placeholder" in card
+    assert f'from_pretrained("{tiny_model_dir}' not in card
 
 
 def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path, capsys):

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.clips import shape_clip
+
 from workbench.data.check import check_dataset, model_max_text_len
 from workbench.data.validate import UNUSABLE, nearest_bucket, validate_entries
 from workbench.data.batching import BucketBatchSampler
 from workbench.data.manifest import Entry, ManifestError, read_manifest
-from workbench.data.sample_dataset import render_clip, write_mp4
 
 RECIPE = dict(num_frames=9, fps=8.0, height=64, width=64)  # 9 frames at 8 fps: clips need 1.0 s
 LONG_CAPTION = " ".join(["a red circle moving from left to right on a dark background"] * 40)  # ~400 tokens
 
 
 def clip(path: Path, frames: int = 24, fps: float = 16, height: int = 64, width: int = 96, colour=(230, 40, 40)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(path, render_clip(colour, "circle", (1, 0), frames, height, width), fps)
-    return path
+    return shape_clip(path, frames, fps, height, width, colour, "circle", "left to right")
 
 
 def write_jsonl(root: Path, rows: list[tuple[str, str | None]]) -> None:
@@ -38,7 +37,7 @@ def messy(tmp_path_factory) -> Path:
     clip(v / "good_a.mp4")
     clip(v / "good_b.mp4", frames=30, fps=24, height=80, width=80, colour=(40, 200, 60))
     clip(v / "small.mp4", frames=40, fps=30, height=40, width=40, colour=(50, 80, 240))
-    clip(v / "narrow.mp4", height=64, width=48)  # decord 0.6 mis-decodes 48 px wide frames
+    clip(v / "narrow.mp4", height=64, width=48)  # decord 0.6 mis-decodes 48 px wide frames; PyAV reads them
     clip(v / "short.mp4", frames=5)
     good = (v / "good_a.mp4").read_bytes()
     (v / "truncated.mp4").write_bytes(good[: len(good) // 2])
@@ -79,7 +78,6 @@ EXPECTED = {  # manifest line -> (file, code)
     11: ("/etc/hostname", "path_outside_root"),
     12: ("videos/missing.mp4", "missing_file"),
     13: ("videos/good_b.mp4", "caption_control_chars"),
-    15: ("videos/narrow.mp4", "decoder_bad_width"),
 }
 
 
@@ -100,7 +98,7 @@ def test_check_names_every_bad_sample_with_its_reason(messy_report):
     assert ("metadata.jsonl:8", "duplicate_content") in found  # same sha256 as good_a
     assert ("metadata.jsonl:7", "duplicate_entry") in found and ("metadata.jsonl:13", "duplicate_entry") in found
     # the good clips have no issue at all
-    good_lines = ("metadata.jsonl:1", "metadata.jsonl:2", "metadata.jsonl:14")
+    good_lines = ("metadata.jsonl:1", "metadata.jsonl:2", "metadata.jsonl:14", "metadata.jsonl:15")
     assert not [i for i in messy_report.issues if i.where in good_lines]
     assert not messy_report.ok
 
@@ -127,10 +125,11 @@ def test_report_files(messy_report, tmp_path):
     path = messy_report.write(tmp_path)
     data = json.loads(path.read_text())
     assert data["manifest_layout"] == "metadata.jsonl" and data["recipe"]["num_frames"] == 9
-    assert data["counts"]["entries"] == 15 and data["counts"]["usable_samples"] == 5
+    assert data["counts"]["entries"] == 15 and data["counts"]["usable_samples"] == 6
     assert data["counts"]["errors"] == len(messy_report.errors) and not data["ok"]
     assert {s["file"] for s in data["samples"] if s["usable"]} == {"videos/good_a.mp4", "videos/good_b.mp4",
-                                                                   "videos/copy_of_a.mp4", "videos/small.mp4"}
+                                                                   "videos/copy_of_a.mp4", "videos/small.mp4",
+                                                                   "videos/narrow.mp4"}
     assert "videos/short.mp4" in (tmp_path / "report.md").read_text()
 
 
@@ -202,8 +201,9 @@ def test_decoder_crash_or_hang_is_reported_and_the_check_goes_on(tmp_path, monke
     root = tmp_path / "data"
     root.mkdir()
     names = ["crash.mp4", "hang.mp4", "after.mp4"]
-    for name in names:
-        (root / name).write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    for name in names[:2]:  # real clips: the worker reaches decord only after PyAV has indexed the file
+        clip(root / name)
+    (root / "after.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     entries = [Entry(n, "a caption", f"videos.txt:{i}") for i, n in enumerate(names, 1)]
     results = validate_entries(root, entries, 9, 8.0, jobs=1, timeout=3, progress=False)
     assert [r.code for r in results] == ["decoder_crash", "decoder_timeout", "corrupt"]

@@ -13,9 +13,18 @@ def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="dataset tools: check a dataset, write the sample dataset")
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
-    p = sub.add_parser("sample", help="write the bundled sample dataset (moving coloured shapes)")
+    p = sub.add_parser("sample", help="write a dataset of the shapes world (moving coloured shapes)",
+                       description="Write clips of the shapes world (docs/shapes-world.md) with metadata.jsonl and a "
+                       "dataset card: the bundled sample dataset by default, or any domain, size and length.")
     p.add_argument("out")
     p.add_argument("--num-clips", type=int, default=8)
+    p.add_argument("--domain", choices=("all", "pretrain", "held_out"), default="all",
+                   help="colours: every one (default), the miniature's pretraining ones, or the held-out yellow")
+    p.add_argument("--frames", type=int, default=24, help="frames a clip (default 24)")
+    p.add_argument("--fps", type=float, default=16.0, help="frame rate (default 16)")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0, help="scene variations (size, speed, offset) and their order")
     p.set_defaults(func=run_sample)
 
     p = sub.add_parser(
@@ -40,7 +49,8 @@ def register(subparsers) -> None:
 def run_sample(ns: argparse.Namespace) -> int:
     from workbench.data.sample_dataset import make_sample_dataset
 
-    print(make_sample_dataset(ns.out, num_clips=ns.num_clips))
+    print(make_sample_dataset(ns.out, num_clips=ns.num_clips, num_frames=ns.frames, fps=ns.fps, height=ns.height,
+                              width=ns.width, domain=ns.domain, seed=ns.seed))
     return 0
 
 

@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
+
+from workbench.common import UserError, first_line
 
 LIGHTNING_COMMANDS = ("fit", "validate")
 
@@ -17,14 +20,32 @@ def register(subparsers) -> None:
                               add_help=False)
 
 
+def resolve_recipe_names(args: list[str]) -> None:
+    """``--config NAME`` of a bundled recipe (``tiny-cpu``, ``shapes-lora-cpu``...) -> its path, in place, so
+    recipes resolve by name from any folder; an unknown name is a UserError listing the bundled ones."""
+    from workbench.train.recipes import recipe_path
+
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            args[i + 1] = str(recipe_path(args[i + 1]))
+        elif arg.startswith("--config="):
+            args[i] = f"--config={recipe_path(arg.split('=', 1)[1])}"
+
+
 def run_lightning(argv: list[str] | None) -> int:
     """Hand the command line to LightningCLI (``argv=None``: it reads ``sys.argv`` itself, so DDP's launcher
-    can re-execute the same command for the other processes)."""
+    can re-execute the same command for the other processes; recipe names are resolved in it first)."""
     from workbench.train.cli import lightning_cli
     from workbench.train.guards import NonFiniteError
 
+    args = sys.argv if argv is None else argv
+    resolve_recipe_names(args)
     try:
         lightning_cli(argv)
+    except ArgumentError as e:
+        configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+        where = f"{configs[-1]}: " if configs else ""
+        raise UserError(f"{where}{first_line(e)} (`workbench fit --help` lists every option)") from None
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -26,7 +26,10 @@ def register(subparsers) -> None:
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--fps", type=float)
-    p.add_argument("--dtype", choices=sorted(DTYPE_NAMES), help="dtype of the VAE/T5 while encoding (default bf16)")
+    p.add_argument("--buckets", type=_buckets, help="aspect-ratio buckets, e.g. 480x720,720x480,480x480: each clip is "
+                   "encoded at the one nearest its aspect ratio (or data.buckets of --config)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_NAMES), help="dtype of the VAE/T5 while encoding (default: the recipe's frozen_dtype, else bf16 on a GPU, "
+                   "fp32 on a CPU)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--num-shards", type=int, help="split the work over this many processes")
     p.add_argument("--shard-index", type=int, help="this process's part, 0-based")
@@ -40,12 +43,28 @@ def _recipe_values(path: str) -> dict:
     data, model = recipe["data"], recipe["model"]
     return {"model": model["model"], "root": data["root"], "cache": data["cache"], "num_frames": data["num_frames"],
             "height": data["height"], "width": data["width"], "fps": data["fps"], "dtype": model["frozen_dtype"],
-            "vae_tiling": model["vae_tiling"]}
+            "vae_tiling": model["vae_tiling"], "buckets": data["buckets"]}
+
+
+def _default_dtype(device: str | None) -> str:
+    """bf16 on a GPU (half the memory, the 2B recipes' frozen dtype), fp32 on a CPU (bf16 is slow there)."""
+    import torch
+
+    on_gpu = device.startswith("cuda") if device else torch.cuda.is_available()
+    return "bf16" if on_gpu else "fp32"
+
+
+def _buckets(text: str) -> list[list[int]]:
+    try:
+        return [[int(v) for v in item.lower().split("x")] for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: buckets as HEIGHTxWIDTH,HEIGHTxWIDTH (e.g. 480x720,720x480)") \
+            from None
 
 
 def run(ns: argparse.Namespace) -> int:
     values = _recipe_values(ns.config) if ns.config else {}
-    for k in ("model", "root", "cache", "num_frames", "height", "width", "fps", "dtype"):
+    for k in ("model", "root", "cache", "num_frames", "height", "width", "fps", "dtype", "buckets"):
         if getattr(ns, k) is not None:
             values[k] = getattr(ns, k)
     missing = [k for k in ("model", "root", "cache", "num_frames", "height", "width") if values.get(k) is None]
@@ -58,7 +77,8 @@ def run(ns: argparse.Namespace) -> int:
 
     if values["cache"] == "auto":
         values["cache"] = str(auto_cache_dir(values["root"], values["model"], values["num_frames"],
-                                             values["height"], values["width"], values.get("fps")))
+                                             values["height"], values["width"], values.get("fps"),
+                                             values.get("buckets")))
     rank = ns.shard_index if ns.shard_index is not None else int(os.environ.get("RANK", 0))
     world = ns.num_shards if ns.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
     device = ns.device
@@ -67,8 +87,8 @@ def run(ns: argparse.Namespace) -> int:
     try:
         index = prepare_cache(values["model"], values["root"], values["cache"], int(values["num_frames"]),
                               int(values["height"]), int(values["width"]), values.get("fps"), device=device,
-                              dtype=values.get("dtype") or "bf16", rank=rank, world_size=world,
-                              vae_tiling=bool(values.get("vae_tiling")))
+                              dtype=values.get("dtype") or _default_dtype(device), rank=rank, world_size=world,
+                              vae_tiling=bool(values.get("vae_tiling")), buckets=values.get("buckets"))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -105,7 +105,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     Indices are shuffled within each bucket, cut into batches (``drop_last`` drops each bucket's
     incomplete last batch), and the batches of all buckets are shuffled together. The order depends
     only on ``seed`` and the epoch (``set_epoch``, which Lightning calls through ``.sampler``). With
-    ``num_replicas`` > 1 each rank takes every num_replicas-th batch of the same global order.
+    ``num_replicas`` > 1 each rank takes every num_replicas-th batch of the same global order. Like
+    ``GlobalBatchSampler`` it resumes mid-epoch (``resume``, through ``ResumableDataLoader``) with exactly
+    the batches a run had not trained on yet, on the same number of processes.
     """
 
     def __init__(self, *, buckets: list[int], batch_size: int, shuffle: bool = True, drop_last: bool = True,
@@ -116,10 +118,17 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples already trained on)
         self.sampler = self  # Lightning calls set_epoch on `batch_sampler.sampler`
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self._resume and self._resume[0] != epoch:
+            self._resume = None  # the resumed epoch is over
+
+    def resume(self, epoch: int, samples_done: int) -> None:
+        """Skip this rank's batches of ``epoch`` that the first ``samples_done`` samples (all processes') filled."""
+        self._resume = (epoch, samples_done)
 
     def _batches(self) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -140,7 +149,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return iter(self._batches())
+        skip = 0
+        if self._resume and self._resume[0] == self.epoch:  # kept for every iterator of the resumed epoch
+            skip = math.ceil(self._resume[1] / (self.batch_size * self.num_replicas))
+        return iter(self._batches()[skip:])
 
     def __len__(self) -> int:
         counts: dict[int, int] = {}

@@ -30,9 +30,9 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from workbench.common import UserError, atomic_write_json
-from workbench.data.manifest import Entry, read_manifest
+from workbench.data.manifest import Entry, read_manifest, refuse_paths_outside_root
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames by presentation time, half-frame ties rounded up (caches of 1 are stale)
 
 
 class CacheError(UserError, ValueError):
@@ -52,6 +52,7 @@ class CacheKey:
     fps: float | None
     max_text_len: int
     format_version: int = FORMAT_VERSION
+    buckets: tuple[tuple[int, int], ...] | None = None  # encoded at each clip's bucket (height x width ignored)
 
 
 def config_sha256(config) -> str:
@@ -61,9 +62,9 @@ def config_sha256(config) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_safetensors(path: Path, tensors: dict) -> None:
+def _atomic_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -72,7 +73,13 @@ def normalised_fps(fps: float | str | None) -> float | None:
     return None if fps is None else float(fps)
 
 
-def cache_key(model: str, num_frames: int, height: int, width: int, fps: float | None) -> CacheKey:
+def normalised_buckets(buckets) -> tuple[tuple[int, int], ...] | None:
+    """Buckets as a tuple of (height, width) integer pairs (None stays None)."""
+    return None if buckets is None else tuple((int(h), int(w)) for h, w in buckets)
+
+
+def cache_key(model: str, num_frames: int, height: int, width: int, fps: float | None,
+              buckets=None) -> CacheKey:
     """The CacheKey a run with these settings needs (reads the model's configs only, no weights).
 
     The one key function of prepare, fit and eval: numbers are normalised (``fps: 8`` in a YAML and
@@ -89,14 +96,18 @@ def cache_key(model: str, num_frames: int, height: int, width: int, fps: float |
     max_len = CogVideoXTransformer3DModel.load_config(model, subfolder="transformer")["max_text_seq_length"]
     return CacheKey(model=str(model), vae_config_sha256=config_sha256(vae_cfg),
                     text_encoder_config_sha256=config_sha256(text_cfg), num_frames=int(num_frames),
-                    height=int(height), width=int(width), fps=normalised_fps(fps), max_text_len=int(max_len))
+                    height=int(height), width=int(width), fps=normalised_fps(fps), max_text_len=int(max_len),
+                    buckets=normalised_buckets(buckets))
 
 
-def auto_cache_dir(root: str | Path, model: str, num_frames: int, height: int, width: int, fps: float | None) -> Path:
+def auto_cache_dir(root: str | Path, model: str, num_frames: int, height: int, width: int, fps: float | None,
+                   buckets=None) -> Path:
     """Where ``cache: auto`` lives: under the dataset, named by the model and the (normalised) data settings."""
     name = str(model).rstrip("/").replace("\\", "/").split("/")[-1] or "model"
     rate = "native" if fps is None else f"{normalised_fps(fps):g}"
-    return Path(root) / ".workbench-cache" / f"{name}-{int(num_frames)}x{int(height)}x{int(width)}-{rate}fps"
+    sizes = ("_".join(f"{h}x{w}" for h, w in normalised_buckets(buckets)) if buckets is not None
+             else f"{int(height)}x{int(width)}")
+    return Path(root) / ".workbench-cache" / f"{name}-{int(num_frames)}x{sizes}-{rate}fps"
 
 
 def shard_path(cache_dir: Path, index: int) -> Path:
@@ -114,8 +125,8 @@ def check_key(cache_dir: str | Path, expected: CacheKey) -> dict:
     """The cache's index, or a CacheError naming every setting that differs from ``expected``."""
     index = read_index(cache_dir)
     found = index.get("key", {})
-    diffs = [f"{k}: cache has {found.get(k)!r}, run needs {v!r}" for k, v in asdict(expected).items()
-             if found.get(k) != v]
+    wanted = json.loads(json.dumps(asdict(expected)))  # as JSON stores it (tuples -> lists)
+    diffs = [f"{k}: cache has {found.get(k)!r}, run needs {v!r}" for k, v in wanted.items() if found.get(k) != v]
     if diffs:
         raise CacheError(f"{cache_dir}: cache was made for other settings ({'; '.join(diffs)}); "
                          "re-run `workbench prepare` into a new directory")
@@ -126,15 +137,17 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
                    rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
     """Encode every manifest entry of ``root`` that has no shard yet; return the final index.
 
-    ``encode_fn(entry) -> {"latent_dist": ..., "prompt_embeds": ...}`` does the model work, so
-    this function owns only the bookkeeping (what is done, atomic writes, resumption).
+    ``encode_fn(entry) -> {"latent_dist": ..., "prompt_embeds": ..., "size": (height, width)}`` does the model
+    work (``size``: what the clip was encoded at, kept in the shard's metadata), so this function owns only the
+    bookkeeping (what is done, atomic writes, resumption).
     Process ``rank`` of ``world_size`` encodes entries ``rank::world_size``; rank 0 writes the index.
     """
     from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir)
+    entries = read_manifest(root)  # before anything is created: a mistyped root leaves no folder behind
+    refuse_paths_outside_root(entries, root, "workbench prepare")
     (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
-    entries = read_manifest(root)
     index_path = cache_dir / "index.json"
     if index_path.is_file():
         check_key(cache_dir, key)
@@ -154,7 +167,8 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
         except Exception as e:  # noqa: BLE001 - a bad sample is reported, never fatal to the others
             failures[entries[i].file_name] = f"{type(e).__name__}: {e}"
             continue
-        _atomic_safetensors(shard_path(cache_dir, i), tensors)
+        height, width = tensors.pop("size")
+        _atomic_safetensors(shard_path(cache_dir, i), tensors, {"height": str(height), "width": str(width)})
     if failures:
         atomic_write_json(cache_dir / f"failures.rank{rank}.json", failures)
     if rank == 0:
@@ -174,11 +188,21 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
         "complete": len(have) == len(entries),
         "num_entries": len(entries),
         "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption,
-                     "shard": shard_path(cache_dir, i).name} for i in have],
+                     "shard": shard_path(cache_dir, i).name, "size": _shard_size(shard_path(cache_dir, i))}
+                    for i in have],
         "failed": failures,
     }
     atomic_write_json(cache_dir / "index.json", index)
     return index
+
+
+def _shard_size(path: Path) -> list[int]:
+    """The (height, width) a shard's clip was encoded at (its metadata; the header alone is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return [int(meta["height"]), int(meta["width"])]
 
 
 class CachedLatentDataset(Dataset):
@@ -192,10 +216,19 @@ class CachedLatentDataset(Dataset):
         index = index if index is not None else read_index(cache_dir)
         if not index.get("complete"):
             n, total = len(index.get("entries", [])), index.get("num_entries", "?")
-            raise CacheError(f"{cache_dir}: cache is incomplete ({n}/{total} samples); re-run `workbench prepare` "
-                             "to finish it" + (f" ({len(index['failed'])} failed: see index.json)" if index.get("failed") else ""))
+            failed = index.get("failed") or {}
+            if failed:
+                shown = "; ".join(f"{name}: {why}" for name, why in list(failed.items())[:3])
+                raise CacheError(f"{cache_dir}: cache is incomplete ({n}/{total} samples): {len(failed)} failed to "
+                                 f"encode ({shown}{'; ...' if len(failed) > 3 else ''}); re-running prepare cannot fix "
+                                 f"those: fix or remove them (`workbench data check {index.get('root', 'ROOT')}` "
+                                 "reports them), or set data.on_bad_sample: skip to train without them")
+            raise CacheError(f"{cache_dir}: cache is incomplete ({n}/{total} samples, an interrupted prepare); "
+                             "re-run `workbench prepare` (or fit with data.cache: auto) to finish it")
         self.index = index
         self.entries = entries if entries is not None else index["entries"]
+        # each entry's (height, width) when the cache holds several buckets (None: one size, batches of any)
+        self.sizes = ([tuple(e["size"]) for e in self.entries] if index.get("key", {}).get("buckets") else None)
         self.empty_prompt_embeds = load_file(str(self.cache_dir / "empty_prompt.safetensors"))["prompt_embeds"]
 
     def __len__(self) -> int:

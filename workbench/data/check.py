@@ -105,12 +105,16 @@ class Report:
 
 
 def load_tokenizer(model: str):
-    """The T5 tokenizer of ``model`` (local diffusers directory or hub id, subfolder ``tokenizer``)."""
+    """The T5 tokenizer of ``model`` (local diffusers directory or hub id, subfolder ``tokenizer``); a hub
+    id that is neither cached nor reachable fails at once (ModelNotFound) instead of after retries."""
     from transformers import AutoTokenizer
+
+    from workbench.model.loading import check_hub_model
 
     local = Path(model) / "tokenizer"
     if local.is_dir():
         return AutoTokenizer.from_pretrained(str(local))
+    check_hub_model(model, "tokenizer/tokenizer_config.json")
     return AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
 
 

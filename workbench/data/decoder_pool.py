@@ -1,8 +1,11 @@
-"""The decord worker pool: videos opened and decoded in separate processes.
+"""The decoder worker pool: videos probed and decoded in separate processes.
 
-decord raises on most bad input, but it is known to abort the process (an uncaught C++ error in its
-decoder thread) or segfault on some corrupt files (dmlc/decord#25, #99, #229), and a hung decode must
-not hang the caller. A worker that dies or overruns its timeout is reported for that file and replaced.
+The workers read a clip exactly as training does (:mod:`workbench.data.decoding`: decord, PyAV where decord
+fails; the frames :func:`workbench.data.video.frame_times_at_fps` takes), so `data check` passes what
+training reads and names the cause of what it cannot. They run in separate processes because decord is
+known to abort the process (an uncaught C++ error in its decoder thread) or segfault on some corrupt files
+(dmlc/decord#25, #99, #229), and a hung decode must not hang the caller. A worker that dies or overruns its
+timeout is reported for that file and replaced.
 """
 
 from __future__ import annotations
@@ -15,36 +18,75 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.data.decoding import VideoInfo
 
 DEFAULT_TIMEOUT_S = 60.0
+
+
+def _answer_open(path: str) -> tuple[dict, VideoInfo | None]:
+    """The worker's answer to ``open`` and the VideoInfo it found (None when the file cannot be read)."""
+    from workbench.data.decoding import UnsupportedCodecError, probe
+
+    try:
+        info = probe(path)
+    except UnsupportedCodecError as e:
+        return {"ok": False, "code": "unsupported_codec", "codec": e.codec, "command": e.command,
+                "error": str(e)}, None
+    lowest, highest = info.fps_range
+    # "channels" is always 3 now (PyAV reads the widths decord mangles); kept for callers that still check it
+    return {"ok": True, "num_frames": int(info.num_frames), "fps": float(info.fps), "height": int(info.height),
+            "width": int(info.width), "channels": 3, "duration": float(info.duration), "vfr": bool(info.vfr),
+            "fps_min": float(lowest), "fps_max": float(highest), "codec": info.codec, "backend": info.backend}, info
+
+
+def _answer_decode(path: str, info: VideoInfo, num_frames: int, fps: float | None) -> dict:
+    """Decode the frames training would take from the last opened file (nothing when it is too short)."""
+    from workbench.data.decoding import VideoError, read_frames
+    from workbench.data.video import frame_times_at_fps
+
+    try:
+        times = frame_times_at_fps(info, num_frames, fps)
+    except VideoError:
+        return {"ok": True, "decoded": 0}  # too short: the caller reports it from the frame count
+    frames = read_frames(path, times)
+    if frames.shape != (len(times), info.height, info.width, 3):
+        return {"ok": False, "error": f"decoded frames of shape {tuple(frames.shape)}, expected "
+                f"{(len(times), info.height, info.width, 3)}"}
+    return {"ok": True, "decoded": len(times)}
+
+
+def _first_line(e: Exception) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return text.removeprefix("cannot decode: ")  # the caller says what failed ("corrupt video: ...")
 
 
 def _serve() -> None:
     """The worker loop: JSON requests on stdin, one JSON answer a line on the protocol pipe.
 
-    ``{"op": "open", "path": P}`` -> frame count, fps and size (decodes frame 0);
-    ``{"op": "decode", "indices": [...]}`` -> decodes those frames of the last opened file.
+    ``{"op": "open", "path": P}`` -> frame count, fps, size, duration, ``vfr`` and its range of frame rates
+    (finds every frame's timestamp and decodes frame 0); ``{"op": "decode", "num_frames": N, "fps": F}`` ->
+    decodes the frames training takes from the last opened file. A failure answers ``ok: false`` with the
+    ``error`` and, for a codec nothing here decodes, ``code: unsupported_codec``, the ``codec`` and the
+    re-encode ``command``.
     """
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever decord/ffmpeg print must not interleave with the answers
-    import decord
-
-    reader = None
+    path, info = None, None
     for line in sys.stdin:
         request = json.loads(line)
         try:
             if request["op"] == "open":
-                reader = None
-                reader = decord.VideoReader(request["path"], ctx=decord.cpu(0), num_threads=1)
-                n = len(reader)
-                h, w, c = reader[0].shape if n else (0, 0, 3)
-                answer = {"ok": True, "num_frames": n, "fps": float(reader.get_avg_fps()), "height": int(h),
-                          "width": int(w), "channels": int(c)}
+                path, info = request["path"], None
+                answer, info = _answer_open(path)
+            elif info is None:
+                answer = {"ok": False, "error": "nothing opened to decode"}
             else:
-                reader.get_batch(request["indices"]).asnumpy()
-                answer = {"ok": True}
-        except Exception as e:  # decord raises DECORDError, RuntimeError, IndexError... for bad input
-            answer = {"ok": False, "error": (str(e).strip().splitlines() or [type(e).__name__])[0][:300]}
+                answer = _answer_decode(path, info, request["num_frames"], request.get("fps"))
+        except Exception as e:  # VideoError, and whatever else a decoder raises on bad input
+            answer = {"ok": False, "error": _first_line(e)}
         protocol.write(json.dumps(answer) + "\n")
 
 
@@ -58,7 +100,7 @@ def _describe_exit(rc: int | None) -> str:
 
 
 class _DecoderProcess:
-    """One decord worker subprocess, restarted after a crash or a timeout."""
+    """One decoder worker subprocess, restarted after a crash or a timeout."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
@@ -118,7 +160,7 @@ class _DecoderProcess:
 
 
 class DecoderPool:
-    """``jobs`` decord worker processes shared by threads; use as a context manager."""
+    """``jobs`` decoder worker processes shared by threads; use as a context manager."""
 
     def __init__(self, jobs: int, timeout: float = DEFAULT_TIMEOUT_S):
         self.jobs = max(1, jobs)
@@ -137,20 +179,16 @@ class DecoderPool:
     def probe(self, path: Path, num_frames: int, fps: float | None, decode: bool) -> dict:
         """Open ``path``; with ``decode``, also decode the frames training would take from it.
 
-        Returns the video's ``num_frames, fps, height, width`` and, on failure, ``code`` + ``error``.
+        Returns the video's ``num_frames, fps, height, width, duration, vfr, fps_min, fps_max, codec`` and, on
+        failure, ``ok: false`` with ``error`` and maybe ``code`` (``unsupported_codec``, ``decoder_crash``,
+        ``decoder_timeout``); ``opened: true`` when the file opened but its frames did not decode.
         """
-        from workbench.data.video import VideoError, frame_indices_at_fps
-
         worker = self.free.get()
         try:
             info = worker.request({"op": "open", "path": str(path)})
             if not info.get("ok") or not decode or info["num_frames"] < 1 or info["fps"] <= 0:
                 return info
-            try:
-                indices = frame_indices_at_fps(info["num_frames"], info["fps"], num_frames, fps)
-            except VideoError:
-                return info  # too short: reported from the frame count, nothing to decode
-            decoded = worker.request({"op": "decode", "indices": indices})
+            decoded = worker.request({"op": "decode", "num_frames": num_frames, "fps": fps})
             return info if decoded.get("ok") else {**info, **decoded, "ok": False, "opened": True}
         finally:
             self.free.put(worker)

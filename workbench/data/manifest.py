@@ -11,7 +11,9 @@ Two layouts are read (documented in datasets/README.md):
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,15 @@ class ManifestError(UserError, ValueError):
     """A dataset folder whose manifest cannot be read."""
 
 
+class PathOutsideRoot(ManifestError):
+    """A manifest entry whose file is not inside the dataset folder (``..``, an absolute path, a symlink out).
+    ``reason`` is the message without the entry's name and line."""
+
+    def __init__(self, entry: Entry, reason: str):
+        super().__init__(f"{entry.file_name} ({entry.where}): {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Entry:
     """One manifest row. ``where`` names the manifest line, for error messages."""
@@ -30,8 +41,23 @@ class Entry:
     caption: str | None
     where: str
 
-    def path(self, root: Path) -> Path:
-        return root / self.file_name
+    def path(self, root: str | Path) -> Path:
+        """The entry's file under ``root``. The dataset root is a boundary: an absolute path, a path that
+        leaves it with ``..`` or a symlink that resolves outside it raises PathOutsideRoot naming the line."""
+        root = Path(root)
+        real_root = root.resolve()
+        name = self.file_name
+        fix = "copy the file into the dataset folder and list it relative to it"
+        if Path(name).is_absolute() or Path(name).drive:
+            raise PathOutsideRoot(self, f"absolute path; manifest paths must be relative to the dataset root ({root}): "
+                                        f"{fix}")
+        if not Path(os.path.normpath(real_root / name)).is_relative_to(real_root):
+            raise PathOutsideRoot(self, f"path leaves the dataset root ({root}): {fix}")
+        resolved = (real_root / name).resolve()
+        if not resolved.is_relative_to(real_root):
+            raise PathOutsideRoot(self, f"is a symlink to {resolved}, outside the dataset root ({root}): {fix} (the "
+                                        "dataset must be self-contained)")
+        return root / name
 
 
 MANIFEST_NAMES = ("metadata.jsonl", "metadata.csv", "prompts.txt + videos.txt")
@@ -53,8 +79,9 @@ def find_manifest(root: Path) -> str:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8") from e
 
@@ -78,11 +105,18 @@ def read_manifest(root: str | Path) -> list[Entry]:
             entries.append(Entry(str(row["file_name"]), _caption(row.get("caption")), f"{layout}:{n}"))
     elif layout == "metadata.csv":
         path = root / layout
-        reader = csv.DictReader(_read_text(path).splitlines())
-        if not reader.fieldnames or "file_name" not in reader.fieldnames:
-            raise ManifestError(f"{path}: header must have 'file_name' and 'caption' columns")
-        for n, row in enumerate(reader, start=2):
-            entries.append(Entry(row["file_name"], _caption(row.get("caption")), f"{layout}:{n}"))
+        # The csv module reads quoted fields across lines (a caption with a line break) and counts lines
+        # itself, so each entry names the line it starts on; newline="" keeps CRLF (Excel) out of fields.
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "file_name" not in fields:
+            raise ManifestError(f"{path}: header must have 'file_name' and 'caption' columns (found "
+                                f"{', '.join(repr(f) for f in fields) or 'none'})")
+        reader.fieldnames = fields
+        start = reader.line_num + 1
+        for row in reader:
+            entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")), f"{layout}:{start}"))
+            start = reader.line_num + 1
     else:
         prompts = _read_text(root / "prompts.txt").splitlines()
         videos = _read_text(root / "videos.txt").splitlines()
@@ -100,5 +134,24 @@ def read_manifest(root: str | Path) -> list[Entry]:
 def _caption(value) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = str(value).replace("\r\n", "\n").strip()
     return text or None
+
+
+def paths_outside_root(entries: list[Entry], root: str | Path) -> list[str]:
+    """The messages of every entry whose file leaves ``root`` (see ``Entry.path``); empty when none does."""
+    problems = []
+    for entry in entries:
+        try:
+            entry.path(root)
+        except PathOutsideRoot as e:
+            problems.append(str(e))
+    return problems
+
+
+def refuse_paths_outside_root(entries: list[Entry], root: str | Path, what: str) -> None:
+    """Raise a ManifestError listing every entry of ``root`` whose file leaves it (``what`` names the reader)."""
+    problems = paths_outside_root(entries, root)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ManifestError(f"{what}: {len(problems)} manifest entries of {root} point outside it: {shown}")

@@ -10,14 +10,19 @@ from pathlib import Path
 
 from workbench.common import torch_dtype
 from workbench.data.cache import cache_key, encode_entries
-from workbench.data.video import load_clip
+from workbench.data.validate import nearest_bucket
+from workbench.data.video import load_clip, probe
 from workbench.model.video_shape import check_frame_count, check_resolution
 
 
 def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frames: int, height: int, width: int,
                   fps: float | None, device: str | None = None, dtype: str = "bf16", rank: int = 0,
-                  world_size: int = 1, vae_tiling: bool = False, progress: bool = True) -> dict:
-    """Encode every sample of ``root`` missing from ``cache_dir``; returns the cache index."""
+                  world_size: int = 1, vae_tiling: bool = False, progress: bool = True, buckets=None) -> dict:
+    """Encode every sample of ``root`` missing from ``cache_dir``; returns the cache index.
+
+    With ``buckets`` ([[height, width], ...]) each clip is encoded at the bucket nearest its aspect ratio (as
+    training from raw videos resizes it: workbench.data.validate.nearest_bucket), and the cache records it.
+    """
     import torch
     from diffusers import AutoencoderKLCogVideoX
     from transformers import AutoTokenizer, T5EncoderModel
@@ -26,9 +31,10 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
     from workbench.model.text import encode_prompts
 
     check_frame_count(num_frames)
-    check_resolution(height, width)
+    for h, w in buckets or [(height, width)]:
+        check_resolution(h, w)
     check_model_source(model)
-    key = cache_key(model, num_frames, height, width, fps)
+    key = cache_key(model, num_frames, height, width, fps, buckets)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_ = torch_dtype(dtype)
     vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, torch_dtype=dtype_)
@@ -49,9 +55,14 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
     def encode(entry) -> dict:
         if entry.caption is None:
             raise ValueError("missing caption")
-        video = load_clip(entry.path(Path(root)), num_frames, height, width, fps)
+        path = entry.path(Path(root))
+        size = (height, width)
+        if key.buckets:
+            info = probe(path)
+            size = key.buckets[nearest_bucket(info.height, info.width, list(key.buckets))]
+        video = load_clip(path, num_frames, size[0], size[1], fps)
         dist = vae.encode(video.unsqueeze(0).to(device, dtype_)).latent_dist
-        return {"latent_dist": dist.parameters[0], "prompt_embeds": embed(entry.caption)}
+        return {"latent_dist": dist.parameters[0], "prompt_embeds": embed(entry.caption), "size": size}
 
     return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,
                           progress=progress)

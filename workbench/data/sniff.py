@@ -34,6 +34,9 @@ def not_video_reason(head: bytes) -> str | None:
     for magic, what in images.items():
         if head.startswith(magic):
             return f"is {what}, not a video"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # PyAV's FFmpeg reads no animated WebP either
+        return ("is a WebP image, not a video (an animated WebP must be converted first, e.g. "
+                "ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)")
     lowered = head.lstrip().lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<?xml")):
         return "is an HTML/XML page, not a video (a failed download?): download the video itself"

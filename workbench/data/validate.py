@@ -18,14 +18,14 @@ from pathlib import Path
 
 from workbench.common import file_sha256
 from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S, DecoderPool
-from workbench.data.manifest import Entry
+from workbench.data.manifest import Entry, PathOutsideRoot
 from workbench.data.sniff import container_kind, mp4_without_moov, not_video_reason
 
 ERROR, WARNING = "error", "warning"
 
 UNUSABLE = frozenset({
     "missing_file_name", "path_outside_root", "missing_file", "not_a_file", "zero_length", "not_video",
-    "corrupt", "decoder_crash", "decoder_timeout", "decoder_bad_width", "no_frames", "unknown_fps", "too_short",
+    "corrupt", "unsupported_codec", "decoder_crash", "decoder_timeout", "no_frames", "unknown_fps", "too_short",
     "missing_caption", "caption_not_utf8", "check_failed",
 })
 
@@ -107,21 +107,12 @@ def _check_path(result: SampleResult, root: Path) -> Path | None:
     if not name.strip():
         result.add(ERROR, "missing_file_name", "empty file name in the manifest row")
         return None
-    real_root = root.resolve()
-    if Path(name).is_absolute():
-        result.add(ERROR, "path_outside_root", f"absolute path; manifest paths must be relative to the dataset "
-                   f"root ({root}): copy the file into the dataset folder and list it relative to it")
+    try:
+        result.entry.path(root)  # the dataset root is a boundary for every reader (workbench.data.manifest)
+    except PathOutsideRoot as e:
+        result.add(ERROR, "path_outside_root", e.reason)
         return None
-    lexical = Path(os.path.normpath(real_root / name))
-    if not lexical.is_relative_to(real_root):
-        result.add(ERROR, "path_outside_root", f"path leaves the dataset root ({root}): copy the file into the "
-                   "dataset folder and list it relative to it")
-        return None
-    path = (real_root / name).resolve()
-    if not path.is_relative_to(real_root):
-        result.add(ERROR, "path_outside_root", f"is a symlink to {path}, outside the dataset root ({root}): copy "
-                   "the file into the dataset folder (the dataset must be self-contained)")
-        return None
+    path = (root.resolve() / name).resolve()
     return path
 
 
@@ -158,12 +149,7 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
     if "num_frames" in info:  # opened, even if its frames then failed to decode
         result.num_frames, result.fps = info["num_frames"], info["fps"]
         result.height, result.width = info["height"], info["width"]
-    if info.get("channels", 3) != 3:
-        # decord 0.6 returns misshaped RGB frames at a few widths (16, 24, 48, 72 px seen) and then fails to decode
-        result.add(ERROR, "decoder_bad_width", f"decord cannot decode frames {result.width} px wide (it returns "
-                   f"{info['channels']}-channel frames, a decord bug at some small widths): re-encode it at another "
-                   "width, e.g. ffmpeg -i IN -vf scale=64:-2 OUT.mp4")
-    elif not info.get("ok"):
+    if not info.get("ok"):
         _report_undecodable(result, path, head, info)
     elif result.num_frames < 1:
         result.add(ERROR, "no_frames", "the video has no frames: re-encode it or remove the row")
@@ -171,6 +157,9 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
         result.add(ERROR, "unknown_fps", "the container reports no frame rate, so frames cannot be sampled at "
                    f"{fps:g} fps: re-encode it with a frame rate (ffmpeg -r)")
     else:
+        if info.get("vfr"):
+            result.add(WARNING, "vfr", f"variable frame rate ({info['fps_min']:.3g} to {info['fps_max']:.3g} fps): "
+                       "frames are taken by presentation time")
         _check_length(result, num_frames, fps)
 
 
@@ -179,6 +168,9 @@ def _report_undecodable(result: SampleResult, path: Path, head: bytes, info: dic
     fix = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4) or remove the row"
     if code in ("decoder_crash", "decoder_timeout"):
         result.add(ERROR, code, f"{error} on this file: {fix}")
+        return
+    if code == "unsupported_codec":  # the error names the codec and the re-encode command
+        result.add(ERROR, code, f"{error}; or remove the row")
         return
     not_video = not_video_reason(head)
     if not_video:

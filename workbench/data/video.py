@@ -1,40 +1,38 @@
-"""Video decoding (decord), frame sampling at a target fps, resize and crop.
+"""Clips for the VAE: frames at a target fps by presentation time, resize and crop.
 
-Resize + crop policy: scale the clip so it covers the target size while keeping its aspect
-ratio (bilinear, antialiased), then crop the centre. Temporal policy: 4k+1 frames at the target
-fps, taken from the centre of the clip, so a clip and its cache entry always agree.
+Decoding (decord, and PyAV for what decord cannot read) is :mod:`workbench.data.decoding`; ``probe``,
+``VideoInfo``, ``VideoError`` and ``UnsupportedCodecError`` are re-exported here.
+
+Temporal policy: 4k+1 frames at the target fps from the centre of the clip, so a clip and its cache entry
+always agree. It is a policy in seconds (:func:`frame_times_at_fps`): sample times 1/fps apart, centred
+between the first and the last frame's presentation times, each taking the frame presented nearest to it.
+On a constant-frame-rate clip that is :func:`frame_indices_at_fps`, the frame-number arithmetic training
+has always used, and it is computed by it, so such clips give exactly the frames they gave before. A
+variable-frame-rate clip takes its frames by their real timestamps.
+
+Resize + crop policy: scale the clip so it covers the target size while keeping its aspect ratio
+(bilinear, antialiased), then crop the centre.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from workbench.data.decoding import UnsupportedCodecError, VideoError, VideoInfo, probe, read_frames
 
+if TYPE_CHECKING:
+    import torch
 
-class VideoError(ValueError):
-    """A video that cannot be used, with the reason in the message."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-    @property
-    def duration(self) -> float:
-        return self.num_frames / self.fps if self.fps > 0 else 0.0
+__all__ = ["UnsupportedCodecError", "VideoError", "VideoInfo", "frame_indices_at_fps", "frame_numbers_at_fps",
+           "frame_times_at_fps", "load_clip", "probe", "resize_crop"]
 
 
 def frame_indices_at_fps(num_src: int, src_fps: float, num_frames: int, target_fps: float | None) -> list[int]:
-    """Indices of ``num_frames`` frames at ``target_fps`` from the centre of a clip.
+    """Indices of ``num_frames`` frames at ``target_fps`` from the centre of a constant-rate clip.
 
     ``target_fps=None`` takes consecutive frames. Raises VideoError when the clip is too short.
     """
@@ -48,32 +46,46 @@ def frame_indices_at_fps(num_src: int, src_fps: float, num_frames: int, target_f
             f"{num_frames} frames at {target_fps or src_fps:.3g} fps need {need:.2f} s"
         )
     start = (num_src - 1 - span) / 2.0
-    return [min(num_src - 1, int(round(start + i * step))) for i in range(num_frames)]
+    # Half rounds up: Python's round() rounds half to even, which spaced frames unevenly whenever the clip's
+    # centre fell between two frames (24 -> 8 fps gave gaps of 2, 4, 2, 4 frames instead of 3).
+    return [min(num_src - 1, math.floor(start + i * step + 0.5)) for i in range(num_frames)]
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Frame count, fps and size without decoding frames."""
-    reader = _open(path)
-    h, w = reader[0].shape[:2] if len(reader) else (0, 0)
-    return VideoInfo(len(reader), float(reader.get_avg_fps()), int(h), int(w))
+def frame_numbers_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None) -> list[int]:
+    """The frames (numbers in display order) a clip gives: ``num_frames`` at ``target_fps`` from its centre.
+
+    Sample times are ``1 / target_fps`` apart and centred between the first and the last frame's
+    presentation times; each takes the frame whose presentation time is nearest (the earlier of two at
+    the same distance). On a constant-rate clip the frames sit at ``k / fps`` and the nearest frame is
+    ``floor(time * fps + 0.5)``: :func:`frame_indices_at_fps` computes exactly that, and is used for such
+    clips. A VFR clip uses its real
+    timestamps. ``target_fps=None`` takes consecutive frames from the centre. The length rule is
+    :func:`frame_indices_at_fps`'s, with a VFR clip's mean rate: the sample times must span less than
+    ``num_frames / fps`` seconds. Raises VideoError when the clip is too short.
+    """
+    indices = frame_indices_at_fps(info.num_frames, info.fps, num_frames, target_fps)
+    if not info.vfr or not target_fps:
+        return indices
+    times = info.frame_times
+    span = (num_frames - 1) / target_fps
+    wanted = (float(times[-1]) - span) / 2.0 + np.arange(num_frames) / target_fps
+    after = np.clip(np.searchsorted(times, wanted, side="left"), 1, len(times) - 1)
+    before = after - 1
+    nearer_after = np.abs(times[after] - wanted) < np.abs(wanted - times[before])
+    return np.where(nearer_after, after, before).tolist()
 
 
-def _open(path: str | Path):
-    import decord  # imported here: decord is only needed when videos are read
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError("file not found")
-    if path.stat().st_size == 0:
-        raise VideoError("zero-length file")
-    try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises its own DECORDError or RuntimeError for bad files
-        raise VideoError(f"cannot decode: {str(e).splitlines()[0][:200]}") from e
+def frame_times_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None) -> list[float]:
+    """Times (s from the first frame) at which :func:`~workbench.data.decoding.read_frames` returns the
+    frames of :func:`frame_numbers_at_fps`: the middle of the time each is shown, so rounding in the
+    container's timestamps cannot tip a time onto a neighbouring frame."""
+    return [info.display_midpoint(k) for k in frame_numbers_at_fps(info, num_frames, target_fps)]
 
 
 def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(F, C, h, w) float -> (F, C, height, width): cover-resize then centre crop."""
+    import torch.nn.functional as F  # imported here: the `data check` worker processes never need torch
+
     _, _, h, w = frames.shape
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
@@ -84,15 +96,16 @@ def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def load_clip(path: str | Path, num_frames: int, height: int, width: int, target_fps: float | None) -> torch.Tensor:
-    """Decode a clip into the VAE's input: (C, F, H, W) float32 in [-1, 1]."""
-    reader = _open(path)
+    """Decode a clip into the VAE's input: (C, F, H, W) float32 in [-1, 1]. Raises VideoError."""
+    import torch
+
     try:
-        indices = frame_indices_at_fps(len(reader), float(reader.get_avg_fps()), num_frames, target_fps)
-        frames = reader.get_batch(indices).asnumpy()
+        info = probe(path)
+        frames = read_frames(path, frame_times_at_fps(info, num_frames, target_fps))
     except VideoError:
         raise
-    except Exception as e:
-        raise VideoError(f"cannot decode: {str(e).splitlines()[0][:200]}") from e
+    except Exception as e:  # a decoder error the decoding module did not foresee: still a bad video
+        raise VideoError(f"cannot decode: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}") from e
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # F, C, h, w
     video = resize_crop(video, height, width)
     return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()

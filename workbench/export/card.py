@@ -39,7 +39,9 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
     meta.update(license_meta or {"license": "other"})
     meta["pipeline_tag"] = "text-to-video"
     meta["tags"] = ["text-to-video", "cogvideox", mode, "diffusers-training"]
-    base_ref = hub_base or base_model
+    # A local base directory means nothing to someone who downloads the card: name a placeholder and say
+    # what it stands for (pass --base-model-id to name the hub model it is a copy of).
+    base_ref = hub_base or "PATH/TO/BASE_MODEL"
     base_link = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else f"`{base_model}` (local)"
 
     kind = "LoRA adapter" if mode == "lora" else "Full fine-tune"
@@ -74,6 +76,9 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
         lines += ["```python", head + f'pipe = CogVideoXPipeline.from_pretrained("{base_ref}", '
                   f'torch_dtype=torch.bfloat16).to("cuda")\npipe.load_lora_weights("{load_from}")\n' + call,
                   "```", ""]
+        if not hub_base:
+            lines += [f"`PATH/TO/BASE_MODEL`: the base model was the local directory `{base_model}`; replace the "
+                      "placeholder with your copy of it, or with its hub id.", ""]
     model_args = load_from if merged else f"{base_ref} --lora {load_from}"
     lines += [f'With the workbench: `workbench generate --model {model_args} --prompt "..." --out video.mp4`.', ""]
 

@@ -6,6 +6,8 @@ the tiny random model that ``workbench.model.tiny`` saves in the same layout.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from diffusers import (
 )
 from transformers import AutoTokenizer, T5EncoderModel
 
-from workbench.common import is_hub_id
+from workbench.common import UserError, is_hub_id
 
 
 @dataclass
@@ -46,19 +48,51 @@ class CogVideoXComponents:
         )
 
 
+class ModelNotFound(UserError, FileNotFoundError):
+    """A model that is neither a diffusers directory here nor a hub id that can be loaded."""
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers (False at once under HF_HUB_OFFLINE=1 or without a network)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_hub_model(model: str, filename: str = "model_index.json") -> None:
+    """Fail fast, with the fix, for a hub id that is not in the local cache while the hub cannot be reached
+    (instead of from_pretrained's retries, a minute, then a traceback)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, filename), str) or hub_reachable():
+        return
+    raise ModelNotFound(
+        f"{model}: no such local directory, and as a Hugging Face Hub id it is not in the local cache while the hub "
+        "cannot be reached (offline). Pass a model directory in diffusers layout, or download it first on a "
+        f"connected machine (`hf download {model}`) and copy the cache (HF_HOME) or the folder here.")
+
+
 def check_model_source(model: str) -> None:
-    """Fail early and clearly for a local path that is not a diffusers CogVideoX directory."""
+    """Fail early and clearly for a local path that is not a diffusers CogVideoX directory, and for a hub id
+    that cannot be loaded offline."""
     if is_hub_id(model):
+        check_hub_model(model)
         return  # a hub id such as THUDM/CogVideoX-2b; from_pretrained resolves it
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise ModelNotFound(
             f"{model}: no such model directory. Pass a hub id (THUDM/CogVideoX-2b) or a directory "
             "in diffusers layout (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)."
         )
     missing = [p for p in ("model_index.json", "transformer", "scheduler") if not (path / p).exists()]
     if missing:
-        raise FileNotFoundError(f"{model}: not a diffusers CogVideoX directory, missing {', '.join(missing)}")
+        raise ModelNotFound(f"{model}: not a diffusers CogVideoX directory, missing {', '.join(missing)}")
     for sub in ("transformer", "vae", "text_encoder"):
         refuse_pickled_weights(path / sub)
 
@@ -66,7 +100,7 @@ def check_model_source(model: str) -> None:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-class PickledWeightsError(FileNotFoundError):
+class PickledWeightsError(UserError, FileNotFoundError):
     """A model directory holds its weights only in pickle files, which workbench never loads."""
 
 

@@ -8,9 +8,11 @@ built, and the run continues in the MLflow run recorded in it (``ResumableCLI``)
 from __future__ import annotations
 
 import warnings
+from argparse import ArgumentError
 
 from lightning.pytorch.cli import LightningCLI
 
+from workbench.common import UserError, first_line
 from workbench.model.checkpoint import MLFLOW_CHECKPOINT_KEY, load_checkpoint_safely
 
 LOGGER_CLASS_PATH = "workbench.tracking.logger.DurableMLflowLogger"
@@ -65,7 +67,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> ResumableC
         args=args,
         run=run,
         auto_configure_optimizers=False,
-        parser_kwargs={"default_env": False},
+        # A recipe or flag error raises (one line, workbench.commands.fit) instead of printing usage and exiting.
+        parser_kwargs={"default_env": False, "exit_on_error": False},
         # Checkpoints record the init args as the module saw them (absolute model and data paths),
         # not as typed, so a resume or export from another directory finds the same files.
         load_from_checkpoint_support=False,
@@ -91,7 +94,16 @@ def read_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
             pass
 
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
-    cli = ParseOnly(CogVideoXModule, VideoDataModule, args=["--config", str(recipe_path(path)), *overrides],
-                    run=False, auto_configure_optimizers=False, save_config_callback=None,
-                    parser_kwargs={"default_env": False}, load_from_checkpoint_support=False)
+    recipe = recipe_path(path)
+    try:
+        cli = ParseOnly(CogVideoXModule, VideoDataModule, args=["--config", str(recipe), *overrides],
+                        run=False, auto_configure_optimizers=False, save_config_callback=None,
+                        parser_kwargs={"default_env": False, "exit_on_error": False},
+                        load_from_checkpoint_support=False)
+    except ArgumentError as e:
+        raise RecipeError(f"{recipe}: {first_line(e)} (`workbench fit --help` lists every key)") from None
     return cli.config.as_dict()
+
+
+class RecipeError(UserError):
+    """A recipe (or override) that `workbench fit` would refuse: an unknown key, a wrong type or class path."""

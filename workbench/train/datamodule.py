@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from workbench.data.batching import BucketBatchSampler, GlobalBatchSampler, ResumableDataLoader
 from workbench.data.dataset import ON_BAD_SAMPLE, SampleError, VideoCaptionDataset, collate
-from workbench.data.manifest import Entry, find_manifest, read_manifest
+from workbench.data.manifest import Entry, find_manifest, read_manifest, refuse_paths_outside_root
 from workbench.model.video_shape import (
     DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH, check_frame_count, check_resolution,
 )
@@ -48,12 +48,16 @@ SKIPPED_FILE = "skipped_samples.json"
 class VideoDataModule(L.LightningDataModule):
     """Videos + captions from ``root`` (metadata.jsonl/.csv or prompts.txt + videos.txt).
 
-    Validation uses ``val_root`` when given, else the first ``val_samples`` training entries: a
-    fixed batch whose loss (with fixed noise and timesteps) tracks how well the data is fit.
+    Validation uses ``val_root`` when given; else, with ``val_split`` N > 0, the last N manifest entries,
+    held out of training (from videos or the cache alike); else the first ``val_samples`` training entries:
+    a fixed set whose loss (with fixed noise and timesteps) tracks how well the data is fit. Only held-out
+    samples (``val_root``, ``val_split``) tell over-fitting apart from fitting.
 
     Args:
         on_bad_sample: ``error`` (stop on a bad sample) or ``skip`` (drop and report it); see the module doc.
         buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
+            Combines with ``cache``: each clip is encoded at its bucket, the cache records it, batches hold one
+            bucket each, as from raw videos (and resume exactly mid-epoch, on the same number of processes).
         bucket_seed: seed of the data order (combined with the epoch), with or without buckets.
         report_dir: where ``skipped_samples.json`` goes; default the run directory (``<default_root_dir>/<run id>``).
         cache: a ``workbench prepare`` cache directory to train from instead of decoding videos (pair it
@@ -68,11 +72,14 @@ class VideoDataModule(L.LightningDataModule):
                  batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
                  val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
                  buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
-                 cache: str | None = None):
+                 cache: str | None = None, val_split: int = 0):
         super().__init__()
-        if cache is not None and (buckets is not None or val_root is not None):
-            raise ValueError("data.cache trains from one `workbench prepare` cache at one size: drop data.buckets "
-                             "and data.val_root (validation uses the cache's first val_samples entries)")
+        if val_split < 0 or (val_split and val_root is not None):
+            raise ValueError(f"val_split={val_split}: give a number of held-out entries >= 0, and not together "
+                             "with data.val_root")
+        if cache is not None and val_root is not None:
+            raise ValueError("data.cache trains and validates from one `workbench prepare` cache: drop data.val_root "
+                             "(hold samples out with data.val_split, or validation uses the first val_samples)")
         check_frame_count(num_frames)
         check_resolution(height, width)
         if on_bad_sample not in ON_BAD_SAMPLE:
@@ -95,12 +102,16 @@ class VideoDataModule(L.LightningDataModule):
             self._setup_cache()
             return
         entries, sizes = self._usable(hp.root, read_manifest(hp.root))
-        self.train_set = self._dataset(hp.root, entries, sizes)
-        if hp.val_root:
+        if hp.val_split:
+            held_out, entries = self._split(entries), entries[:-hp.val_split]
+            held_sizes, sizes = (sizes[-hp.val_split:], sizes[:-hp.val_split]) if sizes else (None, None)
+            self.val_set = self._dataset(hp.root, held_out, held_sizes)
+        elif hp.val_root:
             val_entries, val_sizes = self._usable(hp.val_root, read_manifest(hp.val_root))
             self.val_set = self._dataset(hp.val_root, val_entries, val_sizes)
         else:
             self.val_set = self._dataset(hp.root, entries[: hp.val_samples], sizes[: hp.val_samples] if sizes else None)
+        self.train_set = self._dataset(hp.root, entries, sizes)
         if hp.on_bad_sample == "skip":
             self._write_skipped()
 
@@ -111,7 +122,7 @@ class VideoDataModule(L.LightningDataModule):
         from workbench.data.cache import auto_cache_dir
 
         return auto_cache_dir(hp.root, self.trainer.lightning_module.hparams.model, hp.num_frames, hp.height,
-                              hp.width, hp.fps)
+                              hp.width, hp.fps, hp.buckets)
 
     def prepare_data(self) -> None:
         """With ``cache: auto``, encode what the cache lacks (VAE + T5 loaded here, freed after)."""
@@ -127,7 +138,8 @@ class VideoDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
         prepare_cache(module.hparams.model, hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
-                      device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling)
+                      device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling,
+                      buckets=hp.buckets)
         import gc
 
         import torch
@@ -143,7 +155,7 @@ class VideoDataModule(L.LightningDataModule):
         hp = self.hparams
         trainer = self._trainer_or_none()
         model = trainer.lightning_module.hparams.model if trainer is not None else None
-        expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps) if model else None
+        expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets) if model else None
         cache = self._cache_dir()
         index = read_index(cache)
         entries = None
@@ -156,11 +168,22 @@ class VideoDataModule(L.LightningDataModule):
                     self.skipped.append({"root": str(hp.root), "file": e.file_name, "where": e.where, "stage": "prepare",
                                          "reason": failed.get(e.file_name, "not in the cache"), "code": "not_cached"})
             index["complete"] = True  # the policy accepts the missing ones; they are reported
+        entries = entries if entries is not None else index.get("entries", [])
+        if hp.val_split:
+            held_out, entries = self._split(entries), entries[:-hp.val_split]
         self.train_set = CachedLatentDataset(cache, expected, entries=entries, index=index)
-        self.val_set = CachedLatentDataset(cache, expected, entries=self.train_set.entries[: hp.val_samples],
-                                           index=index)
+        self.val_set = CachedLatentDataset(cache, expected, index=index,
+                                           entries=held_out if hp.val_split else entries[: hp.val_samples])
         if hp.on_bad_sample == "skip":
             self._write_skipped()
+
+    def _split(self, entries: list) -> list:
+        """The last ``val_split`` entries (held out of training), after a check that some remain to train on."""
+        n = self.hparams.val_split
+        if n >= len(entries):
+            raise SampleError(f"data.val_split={n} holds out every one of the {len(entries)} usable samples of "
+                              f"{self.hparams.root}: lower it")
+        return entries[-n:]
 
     def _dataset(self, root: str, entries: list[Entry], sizes) -> VideoCaptionDataset:
         hp = self.hparams
@@ -171,6 +194,7 @@ class VideoDataModule(L.LightningDataModule):
         """The entries to train on and their bucket sizes; probes the clips once when skip or buckets need it."""
         hp = self.hparams
         if hp.on_bad_sample == "error" and hp.buckets is None:
+            refuse_paths_outside_root(entries, root, "training data")  # skip: validate_entries drops them
             return entries, None
         if root in self._checked:
             return self._checked[root]
@@ -202,31 +226,28 @@ class VideoDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        """Seeded batches split over processes (global batches, or batches within buckets when the samples
+        have several sizes); the training loader resumes mid-epoch (ResumableDataLoader)."""
         workers = self.hparams.num_workers
-        if self.hparams.cache or dataset.sizes is None:
-            # Seeded global batches split over processes; the training loader resumes mid-epoch.
-            trainer = self._trainer_or_none()
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-            if world > 1 and getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
-                raise ValueError("several processes: set trainer.use_distributed_sampler: false (the workbench "
-                                 "splits each global batch over the processes itself)")
+        trainer = self._trainer_or_none()
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if world > 1 and getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+            raise ValueError("several processes: set trainer.use_distributed_sampler: false (the workbench "
+                             "splits each global batch over the processes itself)")
+        if dataset.sizes is None:
             sampler = GlobalBatchSampler(len(dataset), self.hparams.batch_size, world, rank, shuffle=shuffle,
                                          seed=self.hparams.bucket_seed, drop_last=shuffle)
-            fn = dataset.collate if self.hparams.cache else collate
-            common = dict(batch_sampler=sampler, num_workers=workers, collate_fn=fn, persistent_workers=workers > 0)
-            if shuffle and trainer is not None:
-                progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
-                return ResumableDataLoader(dataset, progress=progress, **common)
-            return DataLoader(dataset, **common)
-        buckets = [tuple(b) for b in self.hparams.buckets]
-        trainer = self._trainer_or_none()
-        sampler = BucketBatchSampler(buckets=[buckets.index(s) for s in dataset.sizes],
-                                     batch_size=self.hparams.batch_size, shuffle=shuffle, drop_last=shuffle,
-                                     seed=self.hparams.bucket_seed,
-                                     num_replicas=trainer.world_size if trainer else 1,
-                                     rank=trainer.global_rank if trainer else 0)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                          persistent_workers=workers > 0)
+        else:
+            buckets = [tuple(b) for b in self.hparams.buckets]
+            sampler = BucketBatchSampler(buckets=[buckets.index(tuple(s)) for s in dataset.sizes],
+                                         batch_size=self.hparams.batch_size, shuffle=shuffle, drop_last=shuffle,
+                                         seed=self.hparams.bucket_seed, num_replicas=world, rank=rank)
+        fn = dataset.collate if self.hparams.cache else collate
+        common = dict(batch_sampler=sampler, num_workers=workers, collate_fn=fn, persistent_workers=workers > 0)
+        if shuffle and trainer is not None:
+            progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
+            return ResumableDataLoader(dataset, progress=progress, **common)
+        return DataLoader(dataset, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

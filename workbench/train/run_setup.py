@@ -51,6 +51,9 @@ class RunSetup(SaveConfigCallback):
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(directory / "checkpoints")
+        if trainer.is_global_zero:
+            where = f"MLflow run {logger.run_id} in {_uri(logger)}, " if logger is not None else ""
+            print(f"[workbench] {where}run folder {directory.resolve()}", flush=True)
         if logger is None:
             return
         if isinstance(logger, DurableMLflowLogger):
@@ -65,5 +68,21 @@ class RunSetup(SaveConfigCallback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         logger = mlflow_logger(trainer)
         if logger is not None and trainer.is_global_zero:
-            uri = logger.tracking_uri if isinstance(logger, DurableMLflowLogger) else logger._tracking_uri
-            checkpoint[MLFLOW_CHECKPOINT_KEY] = {"run_id": logger.run_id, "tracking_uri": uri}
+            checkpoint[MLFLOW_CHECKPOINT_KEY] = {"run_id": logger.run_id, "tracking_uri": _uri(logger)}
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """Say where the run's results are, and what the data policy dropped."""
+        if not trainer.is_global_zero:
+            return
+        data = trainer.datamodule
+        skipped = getattr(data, "skipped", None)
+        if skipped:
+            print(f"[workbench] {len(skipped)} samples skipped (data.on_bad_sample: skip), listed with their "
+                  f"reasons in {data.skipped_report_path()}", flush=True)
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        print(f"[workbench] run folder {run_dir(trainer).resolve()}" + (f", last checkpoint {last}" if last else ""),
+              flush=True)
+
+
+def _uri(logger) -> str:
+    return logger.tracking_uri if isinstance(logger, DurableMLflowLogger) else logger._tracking_uri

@@ -38,7 +38,7 @@ def _fit(workdir, model, data, standins, *extra):
     run = only_run(uri)
     client = mlflow.MlflowClient(uri)
     history = {k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)]
-               for k in ("train/loss", "val/loss", "eval/clip_score", "eval/fvd")}
+               for k in ("train/loss", "val/loss", "eval/smoke/clip_score", "eval/smoke/fvd")}
     ckpt = workdir / "runs" / run.info.run_id / "checkpoints" / "last.ckpt"
     return history, torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -48,7 +48,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, sample_da
     two, w2 = _fit(tmp_path / "two", tiny_model_dir, sample_data_dir, metric_standins, "--data.batch_size", "1",
                    "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.use_distributed_sampler", "false")
     assert len(one["train/loss"]) == len(two["train/loss"]) == 8
-    assert len(one["eval/fvd"]) == len(two["eval/fvd"]) == 1
+    assert len(one["eval/smoke/fvd"]) == len(two["eval/smoke/fvd"]) == 1
     # Tolerance: float32 round-off of the gradient all-reduce (summation order) only.
     torch.testing.assert_close(torch.tensor(two["train/loss"]), torch.tensor(one["train/loss"]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(two["val/loss"]), torch.tensor(one["val/loss"]), rtol=1e-5, atol=1e-6)
@@ -58,5 +58,5 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, sample_da
     # Eval: the processes split the suite's pipeline batches and torchmetrics gathers their states.
     # A missing process's share would move CLIP by ~10% and FVD by ~1e-3 here; what remains is the
     # weights' all-reduce round-off carried into the videos (observed 1.4e-6 relative), hence 1e-5.
-    for key in ("eval/clip_score", "eval/fvd"):
+    for key in ("eval/smoke/clip_score", "eval/smoke/fvd"):
         torch.testing.assert_close(torch.tensor(two[key]), torch.tensor(one[key]), rtol=1e-5, atol=0)

@@ -48,8 +48,9 @@ def test_eval_pipeline_dir_creates_eval_run(tmp_path, tiny_model_dir, sample_dat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = only_run(uri, experiment="workbench-eval")
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["eval/clip_score"] == pytest.approx(results["metrics"]["eval/clip_score"])
-    assert run.data.metrics["eval/fvd"] == pytest.approx(results["metrics"]["eval/fvd"])
+    # results.json keeps the suite's own names; MLflow names each suite's metrics eval/<suite>/...
+    assert run.data.metrics["eval/smoke/clip_score"] == pytest.approx(results["metrics"]["eval/clip_score"])
+    assert run.data.metrics["eval/smoke/fvd"] == pytest.approx(results["metrics"]["eval/fvd"])
     assert run.data.params["eval/smoke/num_frames"] == "17" and run.data.params["model"] == str(tiny_model_dir)
     client = mlflow.MlflowClient(uri)
     arts = artifact_paths(client, run.info.run_id)
@@ -69,7 +70,7 @@ def test_eval_training_run_compare_base_attaches_to_run(tmp_path, trained_lora_r
 
     client = mlflow.MlflowClient(uri)
     run_id = trained_lora_run["run_id"]
-    for key in ("eval/clip_score", "eval/fvd", "eval/clip_score_base", "eval/fvd_base"):
+    for key in ("eval/smoke/clip_score", "eval/smoke/fvd", "eval/smoke/clip_score_base", "eval/smoke/fvd_base"):
         history = client.get_metric_history(run_id, key)
         assert [m.step for m in history] == [16], key  # the checkpoint's global step
     assert client.get_experiment_by_name("workbench-eval") is None  # nothing new: results are on the training run
@@ -102,7 +103,7 @@ def test_suite_evaluation_callback_logs_during_fit(tmp_path, tiny_model_dir, sam
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = only_run(uri)
     client = mlflow.MlflowClient(uri)
-    for key in ("eval/clip_score", "eval/fvd"):
+    for key in ("eval/smoke/clip_score", "eval/smoke/fvd"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [4], key
     arts = artifact_paths(client, run.info.run_id, "eval")
     assert "eval/smoke/step_000004/results.json" in arts

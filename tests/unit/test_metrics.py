@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -273,3 +275,223 @@ def test_missing_clip_path_is_a_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="could not load CLIP model"):
         load_clip(empty)
+
+
+# --- strict [0, 1] input range ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scale", "shift", "found", "fix"),
+    [
+        (2.0, -1.0, r"span \[-1, 1\]", r"\(x \+ 1\) / 2"),  # a [-1, 1] video
+        (255.0, 0.0, r"span \[0, 255\]", r"x / 255"),  # a [0, 255] float video
+        (1.2, 0.0, r"span \[0, 1.2\]", r"rescale to \[0, 1\]"),
+    ],
+)
+def test_float_videos_outside_unit_range_are_refused(clip, scale, shift, found, fix):
+    v = _videos(20, 2, frames=16)
+    v[0, 0, 0, 0, :2] = torch.tensor([0.0, 1.0])  # exactly [0, 1], then mapped to the test range
+    v = v * scale + shift
+    for convert in (lambda x: video_to_i3d_input(x), lambda x: clip_score_video(clip, x[0, :2], "a cat")):
+        with pytest.raises(ValueError, match=found) as err:
+            convert(v)
+        assert re.search(fix, str(err.value)) and "[0, 1]" in str(err.value)
+
+
+def test_float_round_off_just_outside_unit_range_is_accepted_and_clamped(clip):
+    v = _videos(21, 1, frames=16)
+    v[0, 0, 0, 0, 0], v[0, 0, 0, 0, 1] = 1.0 + 5e-4, -5e-4  # round-off within 1e-3
+    x = video_to_i3d_input(v)
+    assert int(x[0, 0, 0, 0, 0]) == 255 and int(x[0, 0, 0, 0, 1]) == 0
+    assert 0.0 <= clip_score_video(clip, v[0, :2], "a cat") <= 100.0
+    for bad in (1.0 + 2e-3, -2e-3, float("nan")):
+        v[0, 0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match=r"\[0, 1\]|NaN"):
+            video_to_i3d_input(v)
+        with pytest.raises(ValueError, match=r"\[0, 1\]|NaN"):
+            clip_score_video(clip, v[0, :2], "a cat")
+
+
+# --- CLIP prompts longer than the context ----------------------------------------------------
+
+
+def test_long_prompt_keeps_end_of_text_token_unlike_torchmetrics(clip):
+    """A prompt longer than the context is cut to BOS + first tokens + EOT (OpenAI CLIP's truncation).
+    The text feature is read at the EOT position, so the kept tokens decide it; torchmetrics slices
+    the ids, drops EOT, and then pools the start token: every long prompt gets the same feature."""
+    from workbench.metrics.clip_score import image_text_embeddings
+
+    ctx = clip.model.config.text_config.max_position_embeddings  # 32 for the stand-in (77 for OpenAI CLIP)
+    eot = clip.processor.tokenizer.eos_token_id
+    long_a = " ".join(["a slow camera view of a forest river"] * 10)
+    long_b = " ".join(["a red car driving on a road at night"] * 10)
+    video = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(30))
+    frames = (video * 255).round().to(torch.uint8)
+
+    ids = clip.processor(text=[long_a], return_tensors="pt")["input_ids"]
+    assert ids.shape[1] > ctx
+    kept = torch.cat([ids[:, : ctx - 1], torch.tensor([[eot]])], dim=1)  # BOS + ctx-2 tokens + EOT
+    with torch.no_grad():
+        expected = clip.model.get_text_features(kept, torch.ones_like(kept))
+    _, text_emb = image_text_embeddings(clip, frames, long_a)
+    torch.testing.assert_close(text_emb, expected)
+    # Words past the context do not count: the same start with another tail scores the same.
+    tail = long_a + " with a dog and a cat"
+    assert clip_score_video(clip, video, tail) == pytest.approx(clip_score_video(clip, video, long_a), abs=1e-6)
+    # Different long prompts still get different text features here ...
+    _, text_emb_b = image_text_embeddings(clip, frames, long_b)
+    assert not torch.allclose(text_emb, text_emb_b)
+    # ... but not with torchmetrics' slicing, which pools the prompt-independent start token.
+    with torch.no_grad():
+        sliced = [clip.processor(text=[p], return_tensors="pt")["input_ids"][:, :ctx] for p in (long_a, long_b)]
+        feats = [clip.model.get_text_features(s, torch.ones_like(s)) for s in sliced]
+    assert not (sliced[0] == eot).any()
+    torch.testing.assert_close(feats[0], feats[1])
+    with pytest.warns(UserWarning, match="longer than"):
+        scores = []
+        for p in (long_a, long_b):
+            clip.reset()
+            clip.update(frames[:1], [p])
+            scores.append(float(clip.compute()))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-5)
+
+
+# --- feature spaces: detector dimension, VideoMAE-v2 (cd-fvd) -------------------------------
+
+
+def test_fvd_takes_a_detector_of_another_feature_dimension(tmp_path):
+    det32 = build_tiny_i3d(tmp_path / "i3d32.pt", feature_dim=32)
+    real, fake = _videos(40, 40), _videos(41, 40) * 0.7
+    metric = FrechetVideoDistance(det32, batch_size=16)
+    assert metric.feature_dim == 32
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    assert metric.features().shape == (40, 32) and metric.features(real=True).shape == (40, 32)
+    expected = frechet_distance(*feature_statistics(metric.features(True)), *feature_statistics(metric.features()))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-12)
+    from workbench.metrics import bootstrap_fvd
+
+    ci = bootstrap_fvd(metric.features(), metric.features(real=True), num_resamples=20)
+    assert ci.value == float(metric.compute()) and ci.n == 40 and ci.n_real == 40
+    # A declared dimension the detector does not return is refused at the first batch.
+    wrong = FrechetVideoDistance(det32, feature_dim=400)
+    with pytest.raises(ValueError, match=r"returned shape \(2, 32\), expected \(2, 400\)"):
+        wrong.update(_videos(42, 2), real=False)
+    # Statistics of a 400-d detector are refused by a 32-d one (and vice versa).
+    stats = reference_statistics(build_tiny_i3d(tmp_path / "i3d400.pt"), real, tmp_path / "ref400.safetensors")
+    with pytest.raises(ValueError, match="400-dim features, but the detector in use returns 32"):
+        FrechetVideoDistance(det32, reference=stats)
+
+
+@pytest.fixture(scope="session")
+def videomae(tmp_path_factory):
+    from workbench.metrics.standins import build_tiny_videomae
+
+    root = tmp_path_factory.mktemp("videomae")
+    return {
+        "safetensors": build_tiny_videomae(root / "tiny_videomae.safetensors"),
+        "pth": build_tiny_videomae(root / "tiny_videomae.pth"),
+        "torchscript": build_tiny_videomae(root / "tiny_videomae.pt"),
+        "other": build_tiny_videomae(root / "other_videomae.safetensors", seed=1),
+    }
+
+
+def _cdfvd_preprocess(videos_uint8_btHWC: torch.Tensor) -> torch.Tensor:
+    """cd-fvd's preprocess_videomae, literally: per video (T, H, W, C) -> (C, T, H, W) / 255 -> bilinear 224."""
+    out = []
+    for vid in videos_uint8_btHWC:
+        v = vid.permute(3, 0, 1, 2).to(torch.float32) / 255
+        out.append(torch.nn.functional.interpolate(v, size=(224, 224), mode="bilinear", align_corners=False))
+    return torch.stack(out)
+
+
+def test_videomae_standin_preprocessing_and_forms(videomae):
+    from workbench.metrics.videomae import load_videomae_detector
+
+    videos = _videos(50, 2, frames=16, size=20)  # (B, F, C, H, W) in [0, 1]
+    x = video_to_i3d_input(videos)  # uint8 (B, 3, 16, H, W), as the FVD metric feeds any detector
+    dets = {k: load_videomae_detector(p) for k, p in videomae.items() if k != "other"}
+    with torch.no_grad():
+        feats = {k: d(x) for k, d in dets.items()}
+        reference = dets["safetensors"].vit.forward_features(_cdfvd_preprocess(x.permute(0, 2, 3, 4, 1)))
+    assert reference.shape == (2, 48) and dets["safetensors"].feature_dim == 48
+    for k, f in feats.items():
+        torch.testing.assert_close(f, reference, rtol=0, atol=0, msg=k)
+    # the state dict has cd-fvd's checkpoint keys (no pos_embed: a fixed table) and the SSv2 head
+    state = dets["safetensors"].vit.state_dict()
+    assert "pos_embed" not in state and state["head.weight"].shape == (174, 48)
+    assert {"patch_embed.proj.weight", "blocks.1.attn.q_bias", "blocks.1.attn.v_bias", "fc_norm.weight"} <= set(state)
+    assert state["patch_embed.proj.weight"].shape == (48, 3, 2, 14, 14)  # ViT-g's tubelet 2, patch 14
+
+
+def test_videomae_loader_errors(tmp_path):
+    from workbench.metrics.videomae import CDFVD_CHECKPOINT_NAME, load_videomae_detector
+
+    with pytest.raises(FileNotFoundError, match=CDFVD_CHECKPOINT_NAME):
+        load_videomae_detector(tmp_path / "missing.pth")
+    torch.save({"model": {"weight": torch.zeros(2)}}, tmp_path / "not_videomae.pth")
+    with pytest.raises(ValueError, match="not a VideoMAE-v2"):
+        load_videomae_detector(tmp_path / "not_videomae.pth")
+
+
+def test_fvd_in_videomae_feature_space(videomae, tmp_path):
+    real, fake = _videos(51, 6), _videos(52, 5) * 0.6
+    metric = FrechetVideoDistance(videomae["safetensors"], batch_size=4, detector_kind="videomae")
+    assert metric.feature_dim == 48
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    feats = metric.features()
+    assert feats.shape == (5, 48)
+    expected = frechet_distance(*feature_statistics(metric.features(True)), *feature_statistics(feats))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-12) and expected > 0
+    # The I3D call contract is not VideoMAE's: its TorchScript form takes no keyword arguments,
+    # and a state dict is no I3D TorchScript.
+    with pytest.raises(RuntimeError, match="argument"):
+        FrechetVideoDistance(videomae["torchscript"]).update(fake, real=False)
+    with pytest.raises(ValueError, match="not a TorchScript file.*detector_kind=.videomae."):
+        FrechetVideoDistance(videomae["safetensors"])
+
+    cache = tmp_path / "cdfvd_ref.safetensors"
+    stats = reference_statistics(videomae["safetensors"], real, cache, detector_kind="videomae")
+    assert stats.detector_kind == "videomae" and stats.feature_dim == 48
+    loaded = ReferenceStatistics.load(cache)
+    assert loaded.detector_kind == "videomae" and loaded.feature_dim == 48
+    with_ref = FrechetVideoDistance(videomae["safetensors"], reference=loaded, detector_kind="videomae")
+    with_ref.update(fake, real=False)
+    assert float(with_ref.compute()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_reference_statistics_refuse_another_feature_space(standins, videomae, tmp_path):
+    real = _videos(53, 4)
+    i3d_stats = reference_statistics(standins["i3d"], real, tmp_path / "i3d.safetensors")
+    vmae_stats = reference_statistics(videomae["safetensors"], real, tmp_path / "vmae.safetensors",
+                                      detector_kind="videomae")
+    # another kind
+    with pytest.raises(ValueError, match="i3d feature space .* detector in use is a videomae"):
+        FrechetVideoDistance(videomae["safetensors"], reference=i3d_stats, detector_kind="videomae")
+    with pytest.raises(ValueError, match="videomae feature space .* detector in use is a i3d"):
+        FrechetVideoDistance(standins["i3d"], reference=vmae_stats)
+    with pytest.raises(ValueError, match="videomae feature space"):
+        reference_statistics(standins["i3d"], None, tmp_path / "vmae.safetensors")
+    # same kind and dimension, another file (hash)
+    with pytest.raises(ValueError, match="sha256"):
+        FrechetVideoDistance(videomae["other"], reference=vmae_stats, detector_kind="videomae")
+    with pytest.raises(ValueError, match="sha256"):
+        reference_statistics(videomae["other"], None, tmp_path / "vmae.safetensors", detector_kind="videomae")
+    with pytest.raises(ValueError, match="unknown FVD detector kind"):
+        FrechetVideoDistance(standins["i3d"], detector_kind="inception")
+
+
+def test_reference_statistics_files_from_before_feature_spaces_are_i3d(standins, tmp_path):
+    from safetensors.numpy import save_file
+
+    from workbench.common import file_sha256
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "old.safetensors"
+    save_file({"mu": rng.standard_normal(400), "sigma": np.eye(400)}, str(path),
+              metadata={"num_samples": "10", "detector_sha256": file_sha256(standins["i3d"]), "num_frames": "16",
+                        "protocol": "stylegan-v-fvd"})
+    old = ReferenceStatistics.load(path)
+    assert old.detector_kind == "i3d" and old.feature_dim == 400
+    FrechetVideoDistance(standins["i3d"], reference=old)  # accepted

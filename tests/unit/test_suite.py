@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import REPO
 from workbench.eval.generation import VideoBatch
-from workbench.eval.results import fvd_note, results_markdown, suite_results
+from workbench.eval.results import fvd_comparability, results_markdown, suite_results
 from workbench.eval.scoring import SuiteScores, VideoScore
 from workbench.eval.suite import Suite, SuiteError, load_suite
 
@@ -40,7 +40,7 @@ def test_bundled_suites_load():
     assert smoke.name == "smoke" and 2 <= len(smoke.prompts) <= 4
     assert smoke.num_frames >= 16 and (smoke.num_frames - 1) % 4 == 0
     assert (smoke.height, smoke.width) == (64, 64) and smoke.num_inference_steps <= 4
-    from workbench.data.sample_dataset import COLOURS, DIRECTIONS, SHAPES
+    from workbench.shapes.world import COLOURS, DIRECTIONS, SHAPES
 
     captions = {f"a {c} {s} moving from {d} on a dark background" for c in COLOURS for s in SHAPES for d in DIRECTIONS}
     assert set(smoke.prompts) <= captions
@@ -146,15 +146,19 @@ def test_results_json_and_markdown(tmp_path):
     assert results["metrics"]["eval/clip_score"] == 15.0 and results["metrics"]["eval/fvd_base"] == 150.0
     assert results["videos"][0]["path"] == "videos/000-seed0.mp4"
     assert results["videos"][1]["base_clip_score"] == 9.0
-    assert "rank-deficient" in results["fvd_note"]
+    assert results["fvd_comparability"]["comparable"] is False and "relative" in results["fvd_comparability"]["note"]
     json.dumps(results)
     md = results_markdown(results)
     assert "a \\| b" in md and "| `eval/fvd` | 123 | 150 |" in md
 
 
-def test_fvd_note_only_for_small_sets():
-    assert fvd_note(2048, 2048) is None
-    assert "400" in fvd_note(500, 100)
+def test_fvd_comparability_only_under_the_stylegan_v_protocol_with_2048_videos():
+    suite = Suite(name="s", prompts=("a", "b"))
+    assert fvd_comparability(suite, 2048, 2048)["comparable"] is False  # the workbench protocol: relative
+    sv = suite.with_overrides(protocol="stylegan-v")
+    assert fvd_comparability(sv, 2048, 2048)["comparable"] is True
+    short = fvd_comparability(sv, 500, 100)
+    assert short["comparable"] is False and len(short["missing"]) == 2 and "NOT comparable" in short["note"]
 
 
 def test_video_batch_checks_counts():
@@ -162,3 +166,41 @@ def test_video_batch_checks_counts():
         VideoBatch(torch.zeros(2, 16, 3, 8, 8), ["a"])
     batch = VideoBatch(torch.zeros(1, 16, 3, 8, 8), ["a"])
     assert batch.seeds == [None] and batch.paths == [None]
+
+
+def test_stylegan_v_protocol_refuses_a_detector_that_is_not_stylegan_v_s(tmp_path, metric_standins,
+                                                                         sample_data_dir):
+    from workbench.eval.reference import load_suite_metrics
+    from workbench.eval.suite import EvalError
+
+    suite = load_suite(SUITES / "smoke.yaml").with_overrides(
+        protocol="stylegan-v", fvd_detector=metric_standins["i3d"], clip_model=str(metric_standins["clip"]),
+        reference=sample_data_dir)
+    with pytest.raises(EvalError, match="needs StyleGAN-V's i3d_torchscript.pt .*sha256 bec6519f66ea534e"):
+        load_suite_metrics(suite, cache_dir=tmp_path)
+    # the workbench protocol takes any detector and records which one it was
+    metrics = load_suite_metrics(suite.with_overrides(protocol="workbench"), cache_dir=tmp_path)
+    from workbench.common import file_sha256
+
+    assert metrics.provenance["fvd_detector_sha256"] == file_sha256(metric_standins["i3d"])
+    assert metrics.provenance["clip_model_revision"].startswith("sha256:")
+
+
+def test_prompt_embeddings_encoded_once_give_the_same_videos(tiny_model_dir):
+    """Each prompt encoded once (shared across seeds and models) renders the videos a per-call encoding does."""
+    from workbench.eval.generation import generate_suite_videos
+    from workbench.model.pipeline import load_pipeline
+
+    pipe = load_pipeline(str(tiny_model_dir), device="cpu", dtype="fp32")
+    pipe.set_progress_bar_config(disable=True)
+    suite = load_suite(SUITES / "smoke.yaml").with_overrides(batch_size=2)  # 3 prompts x 2 seeds, 3 calls
+    plain = torch.cat([b.frames for b in generate_suite_videos(pipe, suite, progress=False)])
+    cache: dict = {}
+    calls = []
+    encode = pipe.encode_prompt
+    pipe.encode_prompt = lambda *a, **k: calls.append(k.get("prompt", a[0] if a else None)) or encode(*a, **k)
+    cached = torch.cat([b.frames for b in generate_suite_videos(pipe, suite, progress=False, embeddings=cache)])
+    again = torch.cat([b.frames for b in generate_suite_videos(pipe, suite, progress=False, embeddings=cache)])
+    assert sorted(p for call in calls if call for p in call) == sorted(suite.prompts)  # each once, then never
+    torch.testing.assert_close(cached, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(again, cached, rtol=0, atol=0)

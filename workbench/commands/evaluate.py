@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks before generating (pays off from a few videos "
                         "on; see docs/performance.md)")
+    p.add_argument("--attention", choices=("sdpa", "flash4", "auto"), default="sdpa",
+                   help="attention kernel: sdpa (default), flash4 (FlashAttention-4, Hopper GPUs, pip install "
+                        "\".[hopper]\") or auto (flash4 where it runs, else sdpa)")
     p.set_defaults(func=run)
 
 
@@ -50,14 +53,20 @@ def run(ns: argparse.Namespace) -> int:
     result = evaluate(ns.suite, ns.model, lora=ns.lora, base_model=ns.base_model, compare_base=ns.compare_base,
                       clip_model=ns.clip_model, fvd_detector=ns.fvd_detector, reference=ns.reference,
                       out=ns.out, cache_dir=ns.cache_dir, tracking_uri=ns.tracking_uri,
-                      log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile)
+                      log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention)
     m = result.metrics
     print(f"suite {result.suite.name}: {result.scores.num_videos} videos, "
           f"{result.scores.num_reference_videos} reference videos")
-    for key in sorted(k for k in m if not k.startswith("eval/num_")):
-        print(f"  {key} = {m[key]:.4f}")
-    if result.results.get("fvd_note"):
-        print(f"note: {result.results['fvd_note']}")
+    for key in sorted(k for k in m if not k.startswith("eval/num_") and "_ci_" not in k):
+        low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+        interval = f"  [{low:.4f}, {high:.4f}]" if low is not None else ""
+        print(f"  {key} = {m[key]:.4f}{interval}")
+    if any("_ci_" in k for k in m):
+        print(f"  [low, high]: {result.suite.confidence:.0%} bootstrap intervals over the videos (results.md says how)")
+    comparability = result.results.get("fvd_comparability") or {}
+    if comparability:
+        loud = "" if comparability.get("comparable") else "NOTE: "
+        print(f"{loud}FVD ({comparability['protocol']} protocol): {comparability['note']}")
     print(f"results: {result.out / 'results.md'}")
     if result.run_id:
         print(f"MLflow: run {result.run_id} in {result.tracking_uri}, artifacts under eval/{result.suite.name}/")

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks (pays off over many steps or videos; "
                         "see docs/performance.md)")
+    p.add_argument("--attention", choices=("sdpa", "flash4", "auto"), default="sdpa",
+                   help="attention kernel: sdpa (default), flash4 (FlashAttention-4, Hopper GPUs, pip install "
+                        "\".[hopper]\") or auto (flash4 where it runs, else sdpa)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +42,6 @@ def run(ns: argparse.Namespace) -> int:
     out = generate_video(ns.model, ns.prompt, ns.out, lora=ns.lora, negative_prompt=ns.negative_prompt,
                          steps=ns.steps, guidance=ns.guidance, frames=ns.frames, height=ns.height,
                          width=ns.width, seed=ns.seed, fps=ns.fps, lora_scale=ns.lora_scale,
-                         device=ns.device, dtype=ns.dtype, compile=ns.compile)
+                         device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention)
     print(out)
     return 0

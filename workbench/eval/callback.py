@@ -23,7 +23,7 @@ from workbench.tracking.runs import mlflow_logger, run_dir
 
 class SuiteEvaluation(L.Callback):
     """Evaluate a (small) suite at validation: the module's live pipeline, the same generation and
-    scoring as ``workbench eval``; logs ``eval/clip_score`` and ``eval/fvd`` to the loggers at
+    scoring as ``workbench eval``; logs ``eval/<suite>/clip_score`` and ``eval/<suite>/fvd`` to the loggers at
     ``trainer.global_step`` (the step a checkpoint saved then records, so ``workbench eval`` of that
     checkpoint lands on the same step) and puts them in ``trainer.callback_metrics`` (monitorable).
 
@@ -97,11 +97,11 @@ class SuiteEvaluation(L.Callback):
             return
         results = suite_results(suite, scores, out=out, info={"global_step": trainer.global_step})
         write_results(out, results)
-        values = {"eval/clip_score": scores.clip_score, "eval/fvd": scores.fvd}
+        values = {f"eval/{suite.name}/clip_score": scores.clip_score, f"eval/{suite.name}/fvd": scores.fvd}
         # Straight to the loggers: self.log at validation end would record global_step - 1.
         for lg in trainer.loggers:
             lg.log_metrics(values, step=trainer.global_step)
-        # Also where ModelCheckpoint(monitor="eval/fvd") and EarlyStopping look.
+        # Also where ModelCheckpoint(monitor="eval/<suite>/fvd") and EarlyStopping look.
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
         logger = mlflow_logger(trainer)
         if logger is not None:

@@ -46,7 +46,7 @@ def video_file_name(prompt_index: int, seed: int) -> str:
 def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None = None, *,
                           context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                           progress: bool = True, desc: str | None = None, rank: int = 0,
-                          world_size: int = 1) -> Iterator[VideoBatch]:
+                          world_size: int = 1, embeddings: dict | None = None) -> Iterator[VideoBatch]:
     """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline``.
 
     Yields one ``VideoBatch`` per pipeline call (``suite.batch_size`` videos, as a prompt list).
@@ -57,6 +57,10 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     training callback passes the precision plugin's forward context). With ``world_size`` > 1,
     process ``rank`` generates pipeline batches ``rank::world_size``: whole batches move, so every
     video is computed exactly as in one process.
+
+    ``embeddings`` (a dict, kept by the caller) caches each prompt's T5 embeddings (and the empty negative
+    prompt's, for guidance): each prompt is encoded once, however many seeds and however many models that
+    share the text encoder (base and fine-tuned: the workbench never trains T5) generate from it.
     """
     import torch
     from diffusers.utils import export_to_video
@@ -74,8 +78,11 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     try:
         for chunk in chunks:
             generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
+            prompts = [p for _, p, _ in chunk]
             with context():
-                out = pipe(prompt=[p for _, p, _ in chunk], num_videos_per_prompt=1, generator=generators,
+                text = (dict(prompt=prompts) if embeddings is None else
+                        prompt_embeddings(pipe, prompts, embeddings, max_len, suite.guidance_scale > 1))
+                out = pipe(**text, num_videos_per_prompt=1, generator=generators,
                            num_frames=suite.num_frames, height=suite.height, width=suite.width,
                            num_inference_steps=suite.num_inference_steps, guidance_scale=suite.guidance_scale,
                            max_sequence_length=max_len, output_type="pt")
@@ -90,3 +97,24 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                              paths)
     finally:
         bar.close()
+
+
+def prompt_embeddings(pipe, prompts: list[str], cache: dict, max_len: int, guidance: bool) -> dict:
+    """``prompt_embeds`` (and ``negative_prompt_embeds`` with guidance) for a pipeline call, each prompt encoded
+    once into ``cache`` by the pipeline's own ``encode_prompt`` (the empty negative prompt, as the pipeline's
+    default)."""
+    import torch
+
+    missing = [p for p in dict.fromkeys(prompts) if p not in cache]
+    if missing:
+        positive, negative = pipe.encode_prompt(
+            prompt=missing, negative_prompt=[""] * len(missing) if guidance else None,
+            do_classifier_free_guidance=guidance, num_videos_per_prompt=1, max_sequence_length=max_len,
+            device=pipe._execution_device)
+        for i, p in enumerate(missing):
+            cache[p] = (positive[i].cpu(), negative[i].cpu() if guidance else None)
+    device, dtype = pipe._execution_device, pipe.transformer.dtype
+    out = {"prompt_embeds": torch.stack([cache[p][0] for p in prompts]).to(device, dtype)}
+    if guidance:
+        out["negative_prompt_embeds"] = torch.stack([cache[p][1] for p in prompts]).to(device, dtype)
+    return out

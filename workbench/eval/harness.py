@@ -26,12 +26,27 @@ from pathlib import Path
 from workbench.eval.generation import generate_suite_videos
 from workbench.eval.reference import load_suite_metrics
 from workbench.eval.results import first_frame_grid, suite_results, tap_first_frames, write_results
-from workbench.eval.scoring import SuiteScores, score_videos
+from workbench.eval.scoring import SuiteScores, confidence_intervals, score_videos
 from workbench.eval.sources import ModelSource, resolve_model
 from workbench.eval.suite import EvalError, Suite, load_suite
 from workbench.tracking.store import resolve_tracking_uri
 
 EXPERIMENT = "workbench-eval"  # where evaluations of plain model directories go
+
+
+def text_encoder_fingerprint(pipe) -> str:
+    """What identifies a pipeline's text encoding: its tokenizer's vocabulary size, the encoder's config and a
+    hash of its token-embedding weights (pipelines sharing these encode every prompt alike)."""
+    import hashlib
+
+    weights = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu().numpy()
+    digest = hashlib.sha256(weights.tobytes()).hexdigest()
+    return f"{len(pipe.tokenizer)}:{pipe.text_encoder.config.to_json_string()}:{digest}"
+
+
+def mlflow_metric_name(suite_name: str, key: str) -> str:
+    """``eval/fvd`` of suite ``S`` is logged as ``eval/S/fvd``: a run evaluated on several suites keeps each."""
+    return f"eval/{suite_name}/{key.removeprefix('eval/')}"
 
 
 def log_to_mlflow_run(uri: str, src: ModelSource, suite: Suite, out: Path, results: dict, step: int) -> str:
@@ -43,7 +58,8 @@ def log_to_mlflow_run(uri: str, src: ModelSource, suite: Suite, out: Path, resul
 
     client = MlflowClient(uri)
     prefix = f"eval/{suite.name}"
-    params = {f"{prefix}/{k}": v for k, v in suite.settings().items()}
+    params = {f"{prefix}/{k}": v for k, v in {**suite.settings(), **(results.get("provenance") or {})}.items()}
+    comparable = (results.get("fvd_comparability") or {}).get("comparable")
     if src.run is not None:
         run_id, new = src.run.info.run_id, False
     else:
@@ -62,8 +78,9 @@ def log_to_mlflow_run(uri: str, src: ModelSource, suite: Suite, out: Path, resul
         print(f"note: suite settings not logged as params of run {run_id} ({str(e).splitlines()[0][:200]}); "
               "they are in results.json", file=sys.stderr)
     for key, value in results["metrics"].items():
-        client.log_metric(run_id, key, value, step=step)
+        client.log_metric(run_id, mlflow_metric_name(suite.name, key), value, step=step)
     client.set_tag(run_id, f"workbench.eval.{suite.name}.out", str(out.resolve()))
+    client.set_tag(run_id, f"workbench.eval.{suite.name}.fvd_comparable", str(bool(comparable)).lower())
     client.log_artifacts(run_id, str(out), prefix)
     if new:
         client.set_terminated(run_id)
@@ -98,7 +115,7 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
              reference: str | None = None, out: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
              log_to_mlflow: bool = True, device: str | None = None, dtype: str | None = None,
-             progress: bool = True, compile: bool = False) -> EvalResult:
+             progress: bool = True, compile: bool = False, attention: str = "sdpa") -> EvalResult:
     """Evaluate ``model`` on ``suite``: generate, score, write results, log to MLflow.
 
     ``model``: a diffusers pipeline directory (or hub id; ``lora`` adds a diffusers LoRA on top), a
@@ -108,7 +125,7 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     suite's. ``out`` (default ``eval-results/<suite>-<time>``) must be new or empty. All inputs are
     checked before anything is generated (EvalError). Defaults: CUDA if available, bf16 there and
     fp32 on CPU. ``compile`` compiles the transformer blocks (regional ``torch.compile``) before
-    generating.
+    generating; ``attention`` picks the kernel (sdpa, flash4, auto: workbench.model.attention).
     """
     import torch
 
@@ -134,10 +151,12 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     if compare_base:
         runs.insert(0, ("base", "videos_base", src.load_base))
     all_scores = {}
+    embeddings: dict = {}  # per text encoder: the base and a fine-tune share T5, so each prompt is encoded once
     for label, folder, load in runs:
-        pipe = load(device, dtype, compile)
+        pipe = load(device, dtype, compile, attention)
         store = first_frames.setdefault(label, {})
-        batches = generate_suite_videos(pipe, suite, out / folder, progress=progress, desc=f"{suite.name} ({label})")
+        batches = generate_suite_videos(pipe, suite, out / folder, progress=progress, desc=f"{suite.name} ({label})",
+                                        embeddings=embeddings.setdefault(text_encoder_fingerprint(pipe), {}))
         all_scores[label] = score_videos(metrics, tap_first_frames(batches, suite.seeds[0], store))
         del pipe
         if device.type == "cuda":
@@ -153,8 +172,10 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
             "checkpoint": str(src.checkpoint) if src.checkpoint else None, "global_step": src.global_step,
             "base_model": src.base_model if compare_base or src.checkpoint else None,
             "run_id": src.run.info.run_id if src.run is not None else None,
-            "reference_statistics": str(metrics.cache_path)}
-    results = suite_results(suite, scores, base_scores, out=out, info=info)
+            "reference_statistics": str(metrics.cache_path), "provenance": metrics.provenance}
+    intervals = confidence_intervals(scores, base_scores, confidence=suite.confidence,
+                                     num_resamples=suite.bootstrap_resamples, seed=suite.bootstrap_seed)
+    results = suite_results(suite, scores, base_scores, out=out, info=info, intervals=intervals)
     write_results(out, results)
     run_id = None
     if log_to_mlflow:

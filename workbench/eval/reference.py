@@ -19,11 +19,15 @@ from workbench.common import file_sha256
 from workbench.eval.suite import EvalError, Suite
 
 CACHE_DIR_NAME = ".fvd_cache"
+# StyleGAN-V's i3d_torchscript.pt, as several public repositories pin it (51,235,320 bytes).
+STYLEGAN_V_I3D_SHA256 = "bec6519f66ea534e953026b4ae2c65553c17bf105611c746d904657e5860a5e2"
+STYLEGAN_V_SEED = 0  # StyleGAN-V draws each real clip's 16-frame offset unseeded; seeded here, so it repeats
 
 
 @dataclass
 class SuiteMetrics:
-    """Loaded CLIP model, I3D detector and the real videos' FVD statistics of one suite."""
+    """Loaded CLIP model, I3D detector and the real videos' FVD statistics of one suite, and what they are
+    (``provenance``: the detector's kind and sha256, the CLIP model's revision or weight hash)."""
 
     suite: Suite
     clip: Any  # workbench.metrics.VideoCLIPScore
@@ -31,20 +35,42 @@ class SuiteMetrics:
     reference_videos: int
     cache_path: Path
     device: Any  # torch.device
+    provenance: dict | None = None
 
 
-def _reference_entries(root: Path):
-    from workbench.data.manifest import ManifestError, read_manifest
+def _reference_entries(suite: Suite, root: Path):
+    """The reference clips of ``root``, every one checked (inside the folder, present, decodable, long enough
+    for the suite) before any is used: all problems are reported at once, in one EvalError."""
+    from workbench.data.decoding import probe
+    from workbench.data.manifest import ManifestError, PathOutsideRoot, read_manifest
+    from workbench.data.video import VideoError, frame_numbers_at_fps
     from workbench.metrics.fvd import PUBLISHED_NUM_VIDEOS
 
     try:
         entries = read_manifest(root)
     except ManifestError as e:
         raise EvalError(f"reference videos: {e}") from None
-    missing = [e for e in entries if not e.path(root).is_file()]
-    if missing:
-        raise EvalError(f"reference videos: {missing[0].path(root)} ({missing[0].where}) does not exist"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    problems = []
+    for e in entries:
+        try:
+            path = e.path(root)
+            if not path.is_file():
+                problems.append(f"{e.file_name} ({e.where}): does not exist")
+                continue
+            if suite.protocol == "workbench":  # stylegan-v takes 16 native frames and leaves shorter clips out
+                frame_numbers_at_fps(probe(path), suite.num_frames, suite.fps)
+            else:
+                probe(path)
+        except PathOutsideRoot as err:
+            problems.append(str(err))
+        except VideoError as err:
+            problems.append(f"{e.file_name} ({e.where}): {err}")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise EvalError(f"reference videos in {root}: {len(problems)} of {len(entries)} unusable ({shown}). Every "
+                        f"reference clip must give {suite.num_frames} frames at {suite.fps:g} fps: remove them from "
+                        f"the manifest or change the suite (`workbench data check {root} --num-frames "
+                        f"{suite.num_frames} --fps {suite.fps:g}` reports them with fixes)")
     if len(entries) < 2:
         raise EvalError(f"reference videos: {root} lists {len(entries)} video; FVD needs at least 2 real videos "
                         f"for a covariance (published FVD uses {PUBLISHED_NUM_VIDEOS})")
@@ -61,7 +87,8 @@ def reference_cache_key(suite: Suite, root: Path, entries, detector_sha256: str)
         files.append([e.file_name, st.st_size, st.st_mtime_ns])
     key = {"detector_sha256": detector_sha256, "reference": str(root.resolve()), "files": files,
            "num_frames": suite.num_frames, "height": suite.height, "width": suite.width, "fps": suite.fps,
-           "i3d_frames": I3D_NUM_FRAMES, "protocol": "stylegan-v-fvd"}
+           "i3d_frames": I3D_NUM_FRAMES, "protocol": suite.protocol, "detector_kind": suite.fvd_detector_kind,
+           "sampling": 2}  # 2: frames by presentation time, half-frame ties rounded up
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -72,9 +99,36 @@ def default_cache_dir(suite: Suite, fallback: Path) -> Path:
     return fallback / CACHE_DIR_NAME
 
 
-def _reference_batches(suite: Suite, root: Path, entries, batch_size: int = 8) -> Iterator:
-    """Decoded reference clips, (B, F, C, H, W) in [0, 1], at the suite's frames/size/fps."""
+def _stylegan_v_clips(root: Path, entries) -> Iterator:
+    """Real clips as StyleGAN-V's FVD takes them: 16 consecutive frames at the clip's native frame rate from a
+    random offset (seeded per clip by its position and STYLEGAN_V_SEED), at the clip's own resolution (the
+    detector resizes to 224), one clip a batch (clips may differ in size). Clips shorter than 16 frames are
+    left out, as StyleGAN-V does."""
+    import random
+
     import torch
+
+    from workbench.data.decoding import probe, read_frames
+    from workbench.metrics.fvd import I3D_NUM_FRAMES
+
+    for i, e in enumerate(entries):
+        info = probe(e.path(root))
+        if info.num_frames < I3D_NUM_FRAMES:
+            continue
+        start = random.Random(STYLEGAN_V_SEED * 1_000_003 + i).randint(0, info.num_frames - I3D_NUM_FRAMES)
+        times = [info.display_midpoint(k) for k in range(start, start + I3D_NUM_FRAMES)]
+        frames = torch.from_numpy(read_frames(e.path(root), times)).permute(0, 3, 1, 2)  # (F, C, H, W) uint8
+        yield frames.unsqueeze(0)
+
+
+def _reference_batches(suite: Suite, root: Path, entries, batch_size: int = 8) -> Iterator:
+    """Decoded reference clips, (B, F, C, H, W) in [0, 1], at the suite's frames/size/fps (protocol
+    ``workbench``), or StyleGAN-V's sampling (``stylegan-v``, uint8 clips, see ``_stylegan_v_clips``)."""
+    import torch
+
+    if suite.protocol == "stylegan-v":
+        yield from _stylegan_v_clips(root, entries)
+        return
 
     from workbench.data.video import VideoError, load_clip
 
@@ -121,7 +175,7 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     if not root.is_dir():
         raise EvalError(f"reference videos: {root}: folder not found; set `reference:` in the suite "
                         "(relative to the suite file) or pass --reference DIR")
-    entries = _reference_entries(root)
+    entries = _reference_entries(suite, root)
     if not suite.clip_model:
         raise EvalError(f"suite {suite.name}: no clip_model; set it in the suite or pass --clip-model")
     try:
@@ -132,14 +186,40 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
         raise EvalError(f"CLIP model: {e}") from None
 
     sha = file_sha256(detector)
+    if suite.protocol == "stylegan-v" and sha != STYLEGAN_V_I3D_SHA256:
+        raise EvalError(f"protocol: stylegan-v needs StyleGAN-V's i3d_torchscript.pt (sha256 {STYLEGAN_V_I3D_SHA256[:16]}"
+                        f"...), but {detector} has sha256 {sha[:16]}...: use the original file (evals/README.md, "
+                        "\"Offline set-up\") or protocol: workbench, whose numbers are relative to the suite")
+    kind = suite.fvd_detector_kind
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(suite, Path(fallback_dir))
     cache_path = cache_dir / f"fvd-ref-{suite.name}-{reference_cache_key(suite, root, entries, sha)}.safetensors"
     try:
-        stats = reference_statistics(detector, _reference_batches(suite, root, entries), cache_path, device=device)
-        fvd = FrechetVideoDistance(detector, reference=stats)
+        stats = reference_statistics(detector, _reference_batches(suite, root, entries), cache_path, device=device,
+                                     detector_kind=kind)
+        fvd = FrechetVideoDistance(detector, reference=stats, detector_kind=kind)
     except ValueError as e:  # a cache from another detector, a detector with the wrong output
         raise EvalError(f"FVD: {e}") from None
     device = torch.device(device)
     clip.to(device)
     fvd.to(device)
-    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device)
+    provenance = {"fvd_detector_kind": kind, "fvd_detector_sha256": sha, "fvd_protocol": suite.protocol,
+                  "clip_model_revision": clip_revision(suite.clip_model)}
+    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device, provenance)
+
+
+def clip_revision(model: str) -> str:
+    """What identifies the CLIP weights used: the sha256 of a local directory's weight file, or the hub
+    revision (commit) the local Hugging Face cache holds for a hub id."""
+    local = Path(model)
+    weights = sorted(local.glob("*.safetensors")) if local.is_dir() else []
+    if weights:
+        return "sha256:" + file_sha256(weights[0])
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_id == model and repo.revisions:
+                return "revision:" + max(repo.revisions, key=lambda r: r.last_modified).commit_hash
+    except Exception:  # noqa: BLE001 - no cache, unreadable cache: say so rather than fail an evaluation
+        pass
+    return f"hub:{model} (revision not found in the local cache)"

@@ -12,21 +12,36 @@ from workbench.eval.scoring import SuiteScores
 from workbench.eval.suite import Suite
 
 
-def fvd_note(num_videos: int, num_reference: int) -> str | None:
-    """Why an FVD is not comparable to published numbers, or None when both sets are large enough."""
-    from workbench.metrics.fvd import I3D_FEATURE_DIM, PUBLISHED_NUM_VIDEOS
+def fvd_comparability(suite: Suite, num_videos: int, num_reference: int) -> dict:
+    """Whether the FVD can be compared with published numbers, and if not, why.
 
-    small = min(num_videos, num_reference)
-    if small > I3D_FEATURE_DIM:
-        return None
-    return (f"FVD from {num_videos} generated and {num_reference} reference videos (<= {I3D_FEATURE_DIM} I3D "
-            f"feature dims): rank-deficient covariances; compare only within this suite at the same counts "
-            f"(published FVD uses {PUBLISHED_NUM_VIDEOS} per set).")
+    Only ``protocol: stylegan-v`` can be (StyleGAN-V's ``fvd2048_16f``: its I3D file, checked by sha256
+    when the suite is loaded; real clips sampled as it does; 2048 generated vs 2048 real videos). With
+    fewer videos FVD is biased upward (evals/README.md, the bias table), so the conditions a run misses
+    are listed. ``protocol: workbench`` numbers are relative to the suite: compare them only with the same
+    suite, reference set and video count.
+    """
+    from workbench.metrics.fvd import PUBLISHED_NUM_VIDEOS
+
+    if suite.protocol != "stylegan-v":
+        return {"protocol": suite.protocol, "comparable": False,
+                "note": f"FVD relative to suite {suite.name} ({num_videos} generated vs {num_reference} reference "
+                        "videos, the workbench protocol): compare it only with runs of the same suite and counts, "
+                        "not with published FVD"}
+    missing = []
+    if num_videos < PUBLISHED_NUM_VIDEOS:
+        missing.append(f"{num_videos} generated videos (needs {PUBLISHED_NUM_VIDEOS})")
+    if num_reference < PUBLISHED_NUM_VIDEOS:
+        missing.append(f"{num_reference} reference videos (needs {PUBLISHED_NUM_VIDEOS})")
+    note = ("comparable with published StyleGAN-V FVD (fvd2048_16f)" if not missing else
+            "NOT comparable with published FVD: " + "; ".join(missing) + " (FVD is biased upward at small N)")
+    return {"protocol": suite.protocol, "comparable": not missing, "missing": missing, "note": note}
 
 
 def suite_results(suite: Suite, scores: SuiteScores, base: SuiteScores | None = None, *, out: Path | None = None,
-                  info: dict | None = None) -> dict:
-    """The content of results.json: settings, aggregate metrics, one row per video."""
+                  info: dict | None = None, intervals: dict | None = None) -> dict:
+    """The content of results.json: settings, aggregate metrics (with ``intervals``, the bootstrap intervals
+    as ``eval/<name>_ci_low`` / ``_ci_high`` too), one row per video."""
     def rel(p: Path | None) -> str | None:
         if p is None:
             return None
@@ -35,18 +50,33 @@ def suite_results(suite: Suite, scores: SuiteScores, base: SuiteScores | None = 
     metrics = scores.metrics()
     if base is not None:
         metrics.update(base.metrics("_base"))
+    for name, interval in (intervals or {}).items():
+        if name.endswith("_difference"):
+            metrics[f"eval/{name}"] = interval.value
+        metrics[f"eval/{name}_ci_low"], metrics[f"eval/{name}_ci_high"] = interval.low, interval.high
     rows = []
     base_rows = {(v.prompt_index, v.seed): v for v in base.videos} if base is not None else {}
     for v in scores.videos:
         row = {"prompt_index": v.prompt_index, "prompt": v.prompt, "seed": v.seed, "clip_score": v.clip_score,
                "path": rel(v.path)}
+        if v.oracle is not None:
+            row["oracle"] = v.oracle
         if base is not None:
             b = base_rows.get((v.prompt_index, v.seed))
             row.update(base_clip_score=b.clip_score if b else None, base_path=rel(b.path) if b else None)
+            if b is not None and b.oracle is not None:
+                row["base_oracle"] = b.oracle
         rows.append(row)
+    accuracy = None
+    if scores.accuracy is not None:
+        accuracy = {"per_prompt": scores.accuracy.per_prompt}
+        if base is not None and base.accuracy is not None:
+            accuracy["per_prompt_base"] = base.accuracy.per_prompt
     return {"suite": suite.name, "suite_file": str(suite.path) if suite.path else None,
             "settings": suite.settings(), **(info or {}), "metrics": metrics,
-            "fvd_note": fvd_note(scores.num_videos, scores.num_reference_videos), "videos": rows}
+            "fvd_comparability": fvd_comparability(suite, scores.num_videos, scores.num_reference_videos),
+            "accuracy": accuracy,
+            "intervals": {k: v.as_dict() for k, v in (intervals or {}).items()}, "videos": rows}
 
 
 def results_markdown(results: dict) -> str:
@@ -62,12 +92,38 @@ def results_markdown(results: dict) -> str:
               f"{s['height']}x{s['width']} @ {s['fps']:g} fps, {s['num_inference_steps']} steps ({s['scheduler']}), "
               f"guidance {s['guidance_scale']:g}", ""]
     lines += ["| metric | model |" + (" base |" if base else ""), "|---|---|" + ("---|" if base else "")]
-    for name in ("clip_score", "fvd", "num_videos"):
-        row = f"| `eval/{name}` | {m[f'eval/{name}']:.4g} |"
-        lines.append(row + (f" {m[f'eval/{name}_base']:.4g} |" if base else ""))
+    names = [k[len("eval/"):] for k in m if k.startswith("eval/accuracy/") and not k.endswith("_base")]
+    def cell(key: str) -> str:
+        low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+        return f"{m[key]:.4g}" + (f" [{low:.4g}, {high:.4g}]" if low is not None else "")
+
+    for name in (*names, "clip_score", "fvd", "num_videos"):
+        row = f"| `eval/{name}` | {cell(f'eval/{name}')} |"
+        lines.append(row + (f" {cell(f'eval/{name}_base')} |" if base else ""))
+    for name in ("clip_score_difference", "fvd_difference"):
+        if f"eval/{name}" in m:
+            lines.append(f"| `eval/{name}` (model - base, paired) | {cell(f'eval/{name}')} |" + (" |" if base else ""))
     lines += [f"| `eval/num_reference_videos` | {m['eval/num_reference_videos']:.0f} |" + (" |" if base else ""), ""]
-    if results.get("fvd_note"):
-        lines += [f"Note: {results['fvd_note']}", ""]
+    if results.get("intervals"):
+        level = next(iter(results["intervals"].values()))["confidence"]
+        lines += [f"[low, high]: {level:.0%} bootstrap intervals, resampling videos (FVD: against the fixed "
+                  "reference statistics, recentred by the bootstrap's bias estimate); differences paired by "
+                  "prompt and seed.", ""]
+    comparability = results.get("fvd_comparability") or {}
+    if comparability:
+        lines += [f"FVD ({comparability['protocol']} protocol): {comparability['note']}.", ""]
+    if results.get("provenance"):
+        lines += ["Metric networks: " + ", ".join(f"{k} `{v}`" for k, v in results["provenance"].items()), ""]
+    if results.get("accuracy"):
+        per, per_base = results["accuracy"]["per_prompt"], results["accuracy"].get("per_prompt_base")
+        lines += ["Prompt accuracy (the shapes world's oracle: share of videos whose colour / shape / direction "
+                  "is the prompt's)" + (", model vs base" if per_base else "") + ":", "",
+                  "| prompt | colour | shape | direction | all |", "|---|---|---|---|---|"]
+        for prompt, acc in per.items():
+            cells = [f"{acc[a]:.2f}" + (f" ({per_base[prompt][a]:.2f})" if per_base and prompt in per_base else "")
+                     for a in ("colour", "shape", "direction", "all")]
+            lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["| # | prompt | seed | CLIP |" + (" CLIP (base) |" if base else "") + " video |",
               "|---|---|---|---|" + ("---|" if base else "") + "---|"]
     for r in results["videos"]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from workbench.common import UserError, is_hub_id, torch_dtype
 from workbench.eval.suite import EvalError
+from workbench.model.attention import set_attention
 from workbench.model.checkpoint import load_finetuned, read_checkpoint
 from workbench.model.loading import check_model_source
 from workbench.model.pipeline import load_pipeline
@@ -30,26 +31,29 @@ class ModelSource:
     base_model: str | None = None  # for --compare-base
     trained: Any = None  # the TrainedCheckpoint of ``checkpoint``
 
-    def load(self, device, dtype: str, compile: bool = False):
+    def load(self, device, dtype: str, compile: bool = False, attention: str = "sdpa"):
         """A ``CogVideoXPipeline`` of the model under evaluation on ``device`` in ``dtype`` (fp32/bf16/fp16)."""
         if self.checkpoint is None:
             return _ready(load_pipeline(self.pipeline_dir, lora=str(self.lora) if self.lora else None,
-                                        device=str(device), dtype=dtype, compile=compile))
+                                        device=str(device), dtype=dtype, compile=compile, attention=attention))
         pipe = load_finetuned(self.trained, base_model=self.base_model).pipeline()
         if dtype != "fp32":
             pipe.to(dtype=torch_dtype(dtype))
         pipe.to(device)
+        set_attention(pipe.transformer, attention, device)
         if compile:
             compile_blocks(pipe.transformer)
         return _ready(pipe)
 
-    def load_base(self, device, dtype: str, compile: bool = False):
-        return _ready(load_pipeline(self.base_model, device=str(device), dtype=dtype, compile=compile))
+    def load_base(self, device, dtype: str, compile: bool = False, attention: str = "sdpa"):
+        return _ready(load_pipeline(self.base_model, device=str(device), dtype=dtype, compile=compile,
+                                    attention=attention))
 
 
 def _ready(pipe):
     pipe.set_progress_bar_config(disable=True)  # the harness's own bar counts videos
-    pipe.vae.enable_slicing()
+    if pipe.device.type == "cuda":  # one video at a time through the VAE saves memory; on a CPU batches are
+        pipe.vae.enable_slicing()  # 2.4x faster (0.25 vs 0.59 s a 17x64x64 video, 2 cores)
     pipe.transformer.eval()
     return pipe
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import yaml
 
-from workbench.common import UserError
+from workbench.common import UserError, first_line, yaml_error_place
 from workbench.model.video_shape import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 SCHEDULERS = ("dpm", "ddim")
+PROTOCOLS = ("workbench", "stylegan-v")
+DETECTOR_KINDS = ("i3d", "videomae")
 
 
 class EvalError(UserError):
@@ -52,6 +54,12 @@ class Suite:
     reference: Path | None = None
     clip_model: str | None = DEFAULT_CLIP_MODEL
     fvd_detector: Path | None = None
+    oracle: str | None = None
+    protocol: str = "workbench"
+    fvd_detector_kind: str = "i3d"
+    confidence: float = 0.95
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
     description: str = ""
     path: Path | None = None  # the YAML file it was read from
 
@@ -96,6 +104,28 @@ class Suite:
             fail(f"guidance_scale={self.guidance_scale!r}: must be a number >= 0 (1 or less turns guidance off)")
         if self.scheduler not in SCHEDULERS:
             fail(f"scheduler={self.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
+        if self.protocol not in PROTOCOLS:
+            fail(f"protocol={self.protocol!r}: choose one of {', '.join(PROTOCOLS)} (evals/README.md, \"FVD protocols\")")
+        if self.fvd_detector_kind not in DETECTOR_KINDS:
+            fail(f"fvd_detector_kind={self.fvd_detector_kind!r}: choose one of {', '.join(DETECTOR_KINDS)}")
+        if self.protocol == "stylegan-v" and self.fvd_detector_kind != "i3d":
+            fail("protocol: stylegan-v measures FVD with StyleGAN-V's I3D; set fvd_detector_kind: i3d")
+        if not isinstance(self.confidence, float) or not 0.5 <= self.confidence < 1:
+            fail(f"confidence={self.confidence!r}: the bootstrap intervals' level, a number in [0.5, 1), e.g. 0.95")
+        if not _is_int(self.bootstrap_resamples) or self.bootstrap_resamples < 100:
+            fail(f"bootstrap_resamples={self.bootstrap_resamples!r}: an integer >= 100 (1000 is the default)")
+        if not _is_int(self.bootstrap_seed):
+            fail(f"bootstrap_seed={self.bootstrap_seed!r}: must be an integer")
+        if self.oracle is not None:
+            from workbench.shapes.oracle import ORACLES
+            from workbench.shapes.world import parse_caption
+
+            if self.oracle not in ORACLES:
+                fail(f"oracle={self.oracle!r}: choose one of {', '.join(ORACLES)} (or leave it out)")
+            for i, p in enumerate(self.prompts):
+                if parse_caption(p) is None:
+                    fail(f"prompts[{i}] {p!r} is not a caption of the shapes world, which oracle: shapes reads "
+                         "(one colour, one shape, one direction of workbench/shapes/world.py)")
         if self.num_videos < 2:
             fail(f"{self.num_videos} video: FVD needs at least 2 generated videos for a covariance; "
                  "add prompts or seeds")
@@ -120,7 +150,10 @@ class Suite:
             "width": self.width, "fps": self.fps, "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale, "scheduler": self.scheduler, "batch_size": self.batch_size,
             "reference": str(self.reference) if self.reference else None, "clip_model": self.clip_model,
-            "fvd_detector": str(self.fvd_detector) if self.fvd_detector else None,
+            "fvd_detector": str(self.fvd_detector) if self.fvd_detector else None, "oracle": self.oracle,
+            "protocol": self.protocol, "fvd_detector_kind": self.fvd_detector_kind,
+            "confidence": self.confidence, "bootstrap_resamples": self.bootstrap_resamples,
+            "bootstrap_seed": self.bootstrap_seed,
         }
 
 
@@ -160,7 +193,8 @@ def load_suite(path: str | os.PathLike) -> Suite:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise SuiteError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise SuiteError(f"{yaml_error_place(path, e)}: not valid YAML ({getattr(e, 'problem', None) or first_line(e)}); "
+                         "fix the line (indentation, a missing ':' or an unquoted ':' in a prompt)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -6,9 +6,27 @@ per-image CLIP score, clipped per frame, averaged over frames. (torchmetrics'
 ``CLIPScore.compute`` clips after averaging, so per-frame values are computed
 here from its model and processor.)
 
-Workbench video convention: float tensors in [0, 1] (RGB). CLIP processors
-rescale pixels by 1/255 themselves, so frames are handed to them as uint8 in
-[0, 255]; passing [0, 1] floats would be rescaled twice.
+Workbench video convention: float tensors in [0, 1] (RGB); uint8 in [0, 255] is
+accepted too. Float frames outside [0, 1] (beyond 1e-3 of round-off) are refused
+with the range found and the conversion ((x + 1) / 2 for [-1, 1], x / 255 for
+[0, 255]): a [-1, 1] video would otherwise be scored as a different image. CLIP
+processors rescale pixels by 1/255 themselves, so frames are handed to them as
+uint8 in [0, 255]; passing [0, 1] floats would be rescaled twice.
+
+Long prompts: one deliberate difference from torchmetrics. A prompt longer than
+the text encoder's context (77 tokens for OpenAI CLIP) is truncated by the
+tokenizer to ``<|startoftext|> + the first 75 tokens + <|endoftext|>``, as
+OpenAI's ``clip.tokenize(..., truncate=True)`` does (it overwrites the last
+kept token with the end-of-text token). torchmetrics instead slices the token
+ids to the context length, which drops the end-of-text token. CLIP was trained
+with the end-of-text token closing every caption, and its text feature is read
+at that token: transformers' ``CLIPTextTransformer`` pools the hidden state at
+the first ``eos_token_id`` position (or, for configs with the legacy
+``eos_token_id == 2``, at the highest token id, which is the end-of-text id in
+CLIP's vocabulary). Without it the pooled position is wrong: the first position
+(the start token, whose state does not depend on the prompt at all) in the
+first case, the largest word id in the second. So truncation here keeps it; for
+prompts that fit, the two agree exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ from torchmetrics.multimodal import CLIPScore
 from torchmetrics.utilities import dim_zero_cat
 
 from workbench.common import is_hub_id
+from workbench.metrics.fvd import check_unit_range
 
 
 class _TensorFeaturesCLIP(nn.Module):
@@ -89,6 +108,8 @@ def load_clip(model_name_or_path: str | Path) -> CLIPScore:
 
 
 def _frames_uint8(video: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (F, 3, H, W) of a video (F, C, H, W): uint8 as is, float in exactly [0, 1]
+    (1e-3 of round-off allowed, clamped) times 255 rounded; other ranges raise ValueError."""
     if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[1] not in (1, 3):
         shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
         raise ValueError(f"video must be a (F, C, H, W) tensor with C in (1, 3), got {shape}.")
@@ -97,12 +118,7 @@ def _frames_uint8(video: torch.Tensor) -> torch.Tensor:
     if video.dtype == torch.uint8:
         frames = video
     elif video.is_floating_point():
-        lo, hi = float(video.min()), float(video.max())
-        if lo < -0.5 or hi > 1.5:
-            raise ValueError(
-                f"float videos must be in [0, 1] but span [{lo:.3g}, {hi:.3g}]; convert from "
-                "[-1, 1] with (x + 1) / 2 or from [0, 255] with x / 255."
-            )
+        check_unit_range(video, "video frames")
         frames = (video.float() * 255).round().clamp(0, 255).to(torch.uint8)
     else:
         raise ValueError(f"video must be float in [0, 1] or uint8, got dtype {video.dtype}.")
@@ -119,9 +135,10 @@ def _model_device(model: nn.Module) -> torch.device:
 def image_text_embeddings(clip: Any, frames: torch.Tensor, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Unnormalised CLIP embeddings (F, D) of uint8 frames (F, 3, H, W) and (1, D) of ``prompt``.
 
-    Preprocessing mirrors torchmetrics' ``_get_features``; prompts longer than
-    the text encoder's context are truncated by the tokenizer (keeping the
-    end-of-text token). ``clip`` is anything with ``.model`` and ``.processor``.
+    Preprocessing mirrors torchmetrics' ``_get_features``, except for prompts longer
+    than the text encoder's context: the tokenizer truncates them to the context
+    keeping the end-of-text token last (OpenAI CLIP's truncation; torchmetrics drops
+    that token, see the module doc). ``clip`` is anything with ``.model`` and ``.processor``.
     """
     model, processor = clip.model, clip.processor
     device = _model_device(model)
@@ -134,7 +151,7 @@ def image_text_embeddings(clip: Any, frames: torch.Tensor, prompt: str) -> tuple
 
 
 def clip_frame_scores(clip: Any, video: torch.Tensor, prompt: str) -> torch.Tensor:
-    """Per-frame ``100 * max(cos, 0)`` (F,) for a video (F, C, H, W) in [0, 1] (or uint8)."""
+    """Per-frame ``100 * max(cos, 0)`` (F,) for a video (F, C, H, W) in [0, 1] (or uint8 in [0, 255])."""
     image_emb, text_emb = image_text_embeddings(clip, _frames_uint8(video), prompt)
     cos = torch.nn.functional.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
     return 100 * cos.clamp(min=0)
@@ -162,8 +179,10 @@ class VideoCLIPScore(Metric):
 
     ``update(videos (B, F, C, H, W) in [0, 1], prompts)``; ``compute()`` returns
     the mean over videos; ``per_video()`` returns all per-video scores. The
-    scores are a list state (``dist_reduce_fx="cat"``) so they gather across
-    processes.
+    scores are a list state (``dist_reduce_fx="cat"``) of 1-D tensors in the
+    metric's dtype, so they gather across processes; a process that scored no
+    video takes part with torchmetrics' 1-D empty tensor of that dtype, which
+    gathers with the others' (n,) scores.
     """
 
     is_differentiable = False
@@ -184,7 +203,7 @@ class VideoCLIPScore(Metric):
         """Score a batch of videos against their prompts."""
         if len(videos) and _model_device(self.model) != videos[0].device:
             self.model.to(videos[0].device)
-        self.scores.append(clip_scores(self, videos, prompts).to(self.device))
+        self.scores.append(clip_scores(self, videos, prompts).to(device=self.device, dtype=self.dtype))
 
     def per_video(self) -> torch.Tensor:
         """All per-video scores accumulated so far (gathered across processes after a sync)."""

@@ -2,14 +2,16 @@
 
 They keep the real networks' interfaces so the production code paths run
 unchanged: the CLIP stand-in is loaded through ``from_pretrained``, the I3D
-stand-in through ``torch.jit.load`` with StyleGAN-V's call contract. Their
-scores mean nothing.
+stand-in through ``torch.jit.load`` with StyleGAN-V's call contract, the
+VideoMAE-v2 stand-in (cd-fvd) through ``load_videomae_detector`` from a state dict
+with the real checkpoint's keys (or TorchScript). Their scores mean nothing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.metrics.fvd import I3D_FEATURE_DIM, I3D_RESOLUTION
+from workbench.metrics.videomae import CONFIG_METADATA_KEY, VideoMAEConfig, VideoMAEFeatures, VideoMAEv2
 
 _WORDS = (
     "a an the of in on at with and over under through into from by to near "
@@ -33,16 +36,18 @@ class _TinyI3D(nn.Module):
 
     ``forward(x, rescale=False, resize=False, return_features=False)`` with x of
     shape (B, 3, T, H, W): ``rescale`` maps [0, 255] to [-1, 1], ``resize``
-    resamples frames to 224x224, ``return_features`` returns the 400 pre-softmax
-    values instead of class probabilities.
+    resamples frames to 224x224, ``return_features`` returns the ``feature_dim``
+    (400, as I3D's) pre-softmax values instead of class probabilities. ``feature_dim``
+    is kept as an attribute, which ``workbench.metrics.fvd.detector_feature_dim`` reads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, feature_dim: int = I3D_FEATURE_DIM) -> None:
         super().__init__()
         self.resolution = I3D_RESOLUTION
+        self.feature_dim = feature_dim
         self.conv1 = nn.Conv3d(3, 8, kernel_size=(3, 8, 8), stride=(1, 8, 8), padding=(1, 0, 0))
         self.conv2 = nn.Conv3d(8, 16, kernel_size=3, stride=2, padding=1)
-        self.head = nn.Linear(16, I3D_FEATURE_DIM)
+        self.head = nn.Linear(16, feature_dim)
 
     def forward(
         self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
@@ -63,14 +68,55 @@ class _TinyI3D(nn.Module):
         return logits.softmax(dim=1)
 
 
-def build_tiny_i3d(path: str | Path, seed: int = 0) -> Path:
+def build_tiny_i3d(path: str | Path, seed: int = 0, feature_dim: int = I3D_FEATURE_DIM) -> Path:
     """Write a tiny random TorchScript I3D stand-in to ``path`` (deterministic for a seed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = torch.jit.script(_TinyI3D().eval())
+        module = torch.jit.script(_TinyI3D(feature_dim).eval())
     torch.jit.save(module, str(path))
+    return path
+
+
+TINY_VIDEOMAE_CONFIG = VideoMAEConfig(embed_dim=48, depth=2, num_heads=2, mlp_hidden_dim=96, num_classes=174)
+
+
+def build_tiny_videomae(path: str | Path, seed: int = 0, config: VideoMAEConfig = TINY_VIDEOMAE_CONFIG) -> Path:
+    """Write a tiny random VideoMAE-v2 (cd-fvd's architecture, ViT-g's patch 14, tubelet 2, 224x224
+    input, 16 frames; width 48 and 2 blocks by default) to ``path`` (deterministic for a seed).
+
+    The file's form follows its suffix:
+
+    * ``.safetensors``: the ViT's state dict, keyed as cd-fvd's checkpoint, with the
+      ``VideoMAEConfig`` as JSON metadata (``"videomae_config"``);
+    * ``.pth``: ``torch.save({"model": state_dict, "videomae_config": json})``, the layout of
+      cd-fvd's ``vit_g_hybrid_pt_1200e_ssv2_ft.pth``, read back with ``weights_only=True``;
+    * anything else (``.pt``): TorchScript of ``VideoMAEFeatures`` (uint8 (B, 3, T, H, W) -> (B, D)).
+
+    All three load with ``workbench.metrics.videomae.load_videomae_detector``.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit = VideoMAEv2(config).eval()
+        with torch.no_grad():  # trunc-normal(0.02)-like weights, LayerNorms at identity, as VideoMAE initialises
+            for name, p in vit.named_parameters():
+                if "norm" in name:
+                    continue
+                p.copy_(torch.randn_like(p) * (0.02 if p.ndim > 1 else 0.01))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = {k: v.contiguous() for k, v in vit.state_dict().items()}
+    if path.suffix == ".safetensors":
+        save_file(state, str(tmp), metadata={CONFIG_METADATA_KEY: config.to_json()})
+    elif path.suffix == ".pth":
+        torch.save({"model": state, CONFIG_METADATA_KEY: config.to_json()}, str(tmp))
+    else:
+        torch.jit.save(torch.jit.script(VideoMAEFeatures(vit).eval()), str(tmp))
+    os.replace(tmp, path)
     return path
 
 

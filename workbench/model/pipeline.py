@@ -18,11 +18,12 @@ class GenerateError(UserError):
 
 
 def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False):
+                  compile: bool = False, attention: str = "sdpa"):
     """Stock ``CogVideoXPipeline.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
 
     ``compile``: ``torch.compile`` each transformer block (regional; the first denoising step pays
-    the compilation; docs/performance.md measures when it pays off)."""
+    the compilation; docs/performance.md measures when it pays off). ``attention``: sdpa, flash4 or auto
+    (workbench.model.attention)."""
     import torch
     from diffusers import CogVideoXPipeline
 
@@ -52,6 +53,9 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
         else:
             pipe.load_lora_weights(lora)  # a hub repo id
     pipe.to(device)
+    from workbench.model.attention import set_attention
+
+    set_attention(pipe.transformer, attention, device)
     if compile:
         from workbench.model.speed import compile_blocks
 
@@ -63,7 +67,8 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
                    negative_prompt: str | None = None, steps: int = 50, guidance: float = 6.0,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    seed: int = 42, fps: int = 8, lora_scale: float = 1.0, device: str | None = None,
-                   dtype: str | None = None, progress: bool = True, compile: bool = False) -> Path:
+                   dtype: str | None = None, progress: bool = True, compile: bool = False,
+                   attention: str = "sdpa") -> Path:
     """Render ``prompt`` to ``out`` (mp4). Frames/size default to the model's training size
     (transformer config: 49 frames at 480x720 for CogVideoX-2b)."""
     import torch
@@ -78,7 +83,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
             check_resolution(height or 16, width or 16)
     except ValueError as e:
         raise GenerateError(str(e)) from None
-    pipe = load_pipeline(model, lora, device, dtype, compile=compile)
+    pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
     cfg = pipe.transformer.config
     frames = frames or cfg.sample_frames
     height = height or cfg.sample_height * pipe.vae_scale_factor_spatial

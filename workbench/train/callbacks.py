@@ -60,25 +60,28 @@ class ValidationVideos(L.Callback):
 
 
 class InitialValidation(L.Callback):
-    """Log ``val/loss`` at step 0, before any update, so every run's curve starts from the base model."""
+    """Log the validation losses (``val/loss`` and per timestep bucket) at step 0, before any update, so every
+    run's curves start from the base model."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.global_step != 0 or trainer.datamodule is None:
             return
-        losses = []
+        sums, count = {}, 0
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for i, batch in enumerate(trainer.datamodule.val_dataloader()):
+            for batch in trainer.datamodule.val_dataloader():
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                losses.append(pl_module.validation_loss(batch, i))
-        loss = torch.stack(losses).mean()
-        loss = trainer.strategy.reduce(loss, reduce_op="mean")
+                n = len(batch["caption"])  # weighted by batch size, as Lightning's epoch mean of self.log
+                for name, value in pl_module.validation_losses(batch).items():
+                    sums[name] = sums.get(name, 0.0) + value * n
+                count += n
+        values = {k: float(trainer.strategy.reduce(v / count, reduce_op="mean")) for k, v in sums.items()}
         for logger in trainer.loggers:
-            logger.log_metrics({"val/loss": float(loss)}, step=0)
-        rank_zero_info(f"val/loss before training: {float(loss):.4f}")
+            logger.log_metrics(values, step=0)
+        rank_zero_info(f"val/loss before training: {values['val/loss']:.4f}")
 
 
 class StepStats(L.Callback):
-    """Log step time, samples/s and (on GPU) peak memory for each optimizer step."""
+    """Log step time, samples/s and (on GPU) peak allocated and peak reserved memory for each logged step."""
 
     def __init__(self, log_every_n_steps: int = 1):
         self.every = log_every_n_steps
@@ -101,5 +104,8 @@ class StepStats(L.Callback):
         size = len(batch["caption"]) * trainer.world_size
         metrics = {"perf/step_time_s": dt, "perf/samples_per_s": size / dt}
         if pl_module.device.type == "cuda":
+            # Reserved is what runs out: the caching allocator holds more than is allocated (a 48 GB A6000
+            # has about 47.5 GiB for it after the CUDA context).
             metrics["perf/gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            metrics["perf/gpu_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / 2**30
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)

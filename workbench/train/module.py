@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from workbench.common import torch_dtype
 from workbench.model.adapters import add_lora
+from workbench.model.attention import set_attention
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
@@ -44,9 +45,15 @@ class CogVideoXModule(L.LightningModule):
         compile_blocks: ``torch.compile`` each transformer block (regional compilation; CUDA).
         attention_backend: force one PyTorch SDPA kernel for the transformer's attention (``cudnn`` is
             the fastest on Hopper; None lets PyTorch choose).
+        attention: ``sdpa`` (PyTorch's scaled_dot_product_attention), ``flash4`` (FlashAttention-4, Hopper;
+            ``pip install ".[hopper]"``) or ``auto`` (flash4 where it can run, else sdpa, said in one line);
+            see workbench.model.attention.
         fused_optimizer: fused AdamW kernels on CUDA (same update as the foreach implementation);
             not combinable with Lightning's gradient clipping under AMP, so unused when clipping.
         val_timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
+        val_timestep_buckets: also log the validation loss at this many fixed timesteps, the centres of equal
+            buckets of [0, num_train_timesteps) (``val/loss_t000-199``, ...; 0 turns it off): where the
+            model over- or under-fits shows by noise level (high t: layout and motion, low t: detail).
         encoders: ``device`` keeps the VAE and T5 on the training device (training from raw
             videos); ``offload`` (training from a ``workbench prepare`` cache) loads them only when
             sampling needs them, keeps them on the CPU and moves them to the device just for that.
@@ -71,6 +78,7 @@ class CogVideoXModule(L.LightningModule):
         compile_blocks: bool = False,
         fused_optimizer: bool = True,
         attention_backend: Literal["flash", "cudnn", "efficient", "math"] | None = None,
+        attention: Literal["sdpa", "flash4", "auto"] = "sdpa",
         frozen_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
         caption_dropout: float = 0.0,
         vae_slicing: bool = True,
@@ -79,6 +87,7 @@ class CogVideoXModule(L.LightningModule):
         noise_seed: int = 0,
         val_seed: int = 0,
         val_timesteps: int = 4,
+        val_timestep_buckets: int = 5,
     ):
         super().__init__()
         model = absolute_if_local(model)
@@ -86,6 +95,8 @@ class CogVideoXModule(L.LightningModule):
             raise ValueError(f"encoders={encoders!r}: choose 'device' or 'offload'")
         if mode not in ("lora", "full"):
             raise ValueError(f"mode={mode!r}: choose 'lora' or 'full'")
+        if val_timestep_buckets < 0:
+            raise ValueError(f"val_timestep_buckets={val_timestep_buckets}: must be >= 0")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
         self.save_hyperparameters()
@@ -121,6 +132,8 @@ class CogVideoXModule(L.LightningModule):
         else:
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
+        trainer = getattr(self, "_trainer", None)
+        set_attention(c.transformer, hp.attention, trainer.strategy.root_device if trainer is not None else None)
         if hp.gradient_checkpointing:
             enable_partial_checkpointing(c.transformer, hp.checkpoint_fraction)
         if hp.compile_blocks:
@@ -255,11 +268,13 @@ class CogVideoXModule(L.LightningModule):
         return self.encode_prompts(["" if d else c for c, d in zip(batch["caption"], drop.tolist())])
 
     def batch_loss(self, batch: dict, generators: list[torch.Generator], train: bool,
-                   moments: torch.Tensor | None = None, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                   moments: torch.Tensor | None = None, prompt_embeds: torch.Tensor | None = None,
+                   timestep: int | None = None) -> torch.Tensor:
         """The objective for one batch; all randomness drawn from ``generators`` in a fixed order.
 
         ``moments`` and ``prompt_embeds`` may be passed in when the same batch is scored several
-        times (validation), so the VAE and T5 run once.
+        times (validation), so the VAE and T5 run once. ``timestep`` fixes every sample's timestep
+        (the per-bucket validation loss) instead of drawing it.
         """
         moments = self.latent_moments(batch) if moments is None else moments
         latents = self.draw_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
@@ -267,11 +282,14 @@ class CogVideoXModule(L.LightningModule):
         n_train = self.components.scheduler.config.num_train_timesteps
         noise = self.draw(generators, latents.shape[1:]).to(latents.dtype)
         timesteps = torch.stack([torch.randint(0, n_train, (), generator=g) for g in generators]).to(self.device)
+        if timestep is not None:
+            timesteps = torch.full_like(timesteps, timestep)
         drop = torch.zeros(len(generators), dtype=torch.bool)
         if train and self.hparams.caption_dropout > 0:
             drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.caption_dropout
         if prompt_embeds is None:
             prompt_embeds = self.prompt_embeddings(batch, drop)
+        prompt_embeds = prompt_embeds.to(latents.dtype)  # a cache may hold them in another dtype (prepare --dtype)
         with self.attention_kernel():
             return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
                                   noise=noise, timesteps=timesteps)
@@ -293,23 +311,43 @@ class CogVideoXModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(gens), sync_dist=self.trainer.world_size > 1)
         return loss
 
-    def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """The loss of a batch under fixed draws per (val_seed, sample, repeat): comparable across epochs
-        and independent of how validation is batched or split over processes."""
+    def _fixed_generators(self, batch: dict, *key) -> list[torch.Generator]:
+        """One generator per sample, seeded by (val_seed, the sample's id, key): the same draws at every
+        validation, however validation is batched or split over processes."""
+        return [torch.Generator().manual_seed(hash((self.hparams.val_seed, zlib.crc32(str(i).encode()), *key))
+                                              & 0x7FFF_FFFF_FFFF_FFFF) for i in batch["id"]]
+
+    def timestep_buckets(self) -> list[tuple[int, int, int]]:
+        """(low, high, centre) of each validation timestep bucket of [0, num_train_timesteps)."""
+        n_train = self.components.scheduler.config.num_train_timesteps
+        k = self.hparams.val_timestep_buckets
+        edges = [round(i * n_train / k) for i in range(k + 1)] if k else []
+        return [(lo, hi - 1, (lo + hi - 1) // 2) for lo, hi in zip(edges, edges[1:])]
+
+    def validation_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``val/loss``: the loss under fixed draws per (val_seed, sample, repeat), comparable across
+        validations; and ``val/loss_tLLL-HHH`` at each bucket's centre timestep, with fixed noise."""
         # Encode once; every repeat draws its own latent sample, noise and timestep from the moments.
         moments = self.latent_moments(batch)
         prompt_embeds = self.prompt_embeddings(batch, torch.zeros(len(batch["caption"]), dtype=torch.bool))
-        losses = []
-        for k in range(self.hparams.val_timesteps):
-            gens = [torch.Generator().manual_seed(hash((self.hparams.val_seed, zlib.crc32(str(i).encode()), k))
-                                                  & 0x7FFF_FFFF_FFFF_FFFF) for i in batch["id"]]
-            losses.append(self.batch_loss(batch, gens, train=False, moments=moments, prompt_embeds=prompt_embeds))
-        return torch.stack(losses).mean()
+        common = dict(train=False, moments=moments, prompt_embeds=prompt_embeds)
+        losses = [self.batch_loss(batch, self._fixed_generators(batch, k), **common)
+                  for k in range(self.hparams.val_timesteps)]
+        out = {"val/loss": torch.stack(losses).mean()}
+        for lo, hi, centre in self.timestep_buckets():
+            out[f"val/loss_t{lo:03d}-{hi:03d}"] = self.batch_loss(
+                batch, self._fixed_generators(batch, "bucket", lo), timestep=centre, **common)
+        return out
+
+    def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """``val/loss`` alone (see ``validation_losses``)."""
+        return self.validation_losses(batch)["val/loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.validation_loss(batch, batch_idx)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["caption"]), sync_dist=True)
-        return loss
+        losses = self.validation_losses(batch)
+        for name, value in losses.items():
+            self.log(name, value, prog_bar=name == "val/loss", batch_size=len(batch["caption"]), sync_dist=True)
+        return losses["val/loss"]
 
     # -- optimisation --------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

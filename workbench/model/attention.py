@@ -1,0 +1,123 @@
+"""The attention kernel of the CogVideoX transformer: PyTorch SDPA (default) or FlashAttention-4 on Hopper.
+
+``attention: sdpa | flash4 | auto`` (recipe ``model.attention``, ``eval``/``generate --attention``):
+
+* ``sdpa``: diffusers' own ``CogVideoXAttnProcessor2_0``, i.e. ``F.scaled_dot_product_attention``
+  (cuDNN's fused kernel on Hopper, FlashAttention-2 or memory-efficient attention elsewhere);
+* ``flash4``: the same processor with FlashAttention-4 (``flash-attn-4``, CuTe-DSL kernels; forward and
+  backward for SM90+; ``pip install ".[hopper]"``) for the attention call. Exact attention like SDPA; on an
+  H200 at CogVideoX-2B's shape (1 x 30 heads x 17,776 tokens x 64) forward + backward 16.4 ms vs 20.6 ms
+  (issue "Speed II"). Asking for it where it cannot run (no CUDA, a pre-Hopper GPU such as the A6000, the
+  package missing) is an error;
+* ``auto``: ``flash4`` where it can run, else ``sdpa`` with a one-line note saying why.
+
+Exports never depend on it: an attention processor is not saved with the weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from workbench.common import UserError
+
+ATTENTION = ("sdpa", "flash4", "auto")
+
+
+def flash4_unavailable_reason(device: torch.device | str | None = None) -> str | None:
+    """Why FlashAttention-4 cannot run here (None when it can): no CUDA device, a GPU before Hopper (its
+    backward kernels need SM90 or newer), or the ``flash-attn-4`` package missing."""
+    device = torch.device(device) if device is not None else None
+    if (device is not None and device.type != "cuda") or not torch.cuda.is_available():
+        return "no CUDA device"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 9:
+        return f"this GPU is sm_{major}{minor}; FlashAttention-4 needs Hopper (sm_90) or newer"
+    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
+        return "the flash-attn-4 package is not installed (pip install \".[hopper]\")"
+    if importlib.util.find_spec("cutlass") is None:
+        return "flash-attn-4's nvidia-cutlass-dsl is not importable (its dsl_packages folder is not on the path)"
+    return None
+
+
+def resolve_attention(name: str, device: torch.device | str | None = None) -> tuple[str, str | None]:
+    """(the kernel to use, a note for the user or None). ``flash4`` where it cannot run is a UserError."""
+    if name not in ATTENTION:
+        raise UserError(f"attention={name!r}: choose one of {', '.join(ATTENTION)}")
+    if name == "sdpa":
+        return "sdpa", None
+    reason = flash4_unavailable_reason(device)
+    if reason is None:
+        return "flash4", None
+    if name == "flash4":
+        raise UserError(f"attention=flash4: FlashAttention-4 cannot run here ({reason}); use attention: auto "
+                        "(falls back to sdpa) or sdpa")
+    return "sdpa", f"attention: auto uses PyTorch SDPA ({reason})"
+
+
+class CogVideoXAttention:
+    """diffusers' ``CogVideoXAttnProcessor2_0`` (diffusers 0.42, models/attention_processor.py) with the
+    attention call factored out as ``attend(query, key, value)`` on (B, H, S, D) tensors."""
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if attention_mask is not None:  # CogVideoX never passes one; FlashAttention-4 takes none
+            raise ValueError("CogVideoXAttention takes no attention mask")
+        text_seq_length = encoder_hidden_states.size(1)
+        hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch_size = hidden_states.shape[0]
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:
+            from diffusers.models.embeddings import apply_rotary_emb
+
+            query[:, :, text_seq_length:] = apply_rotary_emb(query[:, :, text_seq_length:], image_rotary_emb)
+            if not attn.is_cross_attention:
+                key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
+        hidden_states = self.attend(query, key, value)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        encoder_hidden_states, hidden_states = hidden_states.split(
+            [text_seq_length, hidden_states.size(1) - text_seq_length], dim=1)
+        return hidden_states, encoder_hidden_states
+
+
+class Flash4Attention(CogVideoXAttention):
+    """FlashAttention-4 for the attention call. ``flash_fn`` (tests) stands in for ``flash_attn.cute``'s
+    ``flash_attn_func``: (B, S, H, D) tensors in, ``(out, lse)`` out."""
+
+    def __init__(self, flash_fn: Callable | None = None):
+        if flash_fn is None:
+            from flash_attn.cute import flash_attn_func as flash_fn
+        self.flash_fn = flash_fn
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        # (B, H, S, D) views of CogVideoX's projections; FlashAttention-4 takes (B, S, H, D) and reads the
+        # transposed views without a copy.
+        out = self.flash_fn(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))[0]
+        return out.transpose(1, 2)
+
+
+def set_attention(transformer, name: str, device: torch.device | str | None = None) -> str:
+    """Install the attention kernel ``name`` on every block of ``transformer``; returns the one in use (and
+    prints the note when ``auto`` falls back)."""
+    chosen, note = resolve_attention(name, device)
+    if note:
+        print(f"[workbench] {note}", flush=True)
+    if chosen == "flash4":
+        transformer.set_attn_processor(Flash4Attention())
+    return chosen

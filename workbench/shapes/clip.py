@@ -19,12 +19,11 @@ built over the world's caption words so that every word is one token.
 Saved with ``save_pretrained`` (model and processor) so ``workbench.metrics.clip_score.load_clip``
 and ``VideoCLIPScore`` load it; ``report.json`` beside it holds held-out quality.
 
-    python -m workbench.shapes.clip OUT_DIR --steps 4000 --batch-size 256
+    workbench shapes make --out B --stages clip        (4,000 steps of batch 256)
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -417,22 +416,3 @@ def train_clip(
           f"other colour {score['other_colour']}, saved to {out_dir} ({size / 1e6:.2f} MB) "
           f"in {report['seconds']:.0f}s", flush=True)
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out_dir")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--num-clips", type=int, default=4096)
-    p.add_argument("--log-every", type=int, default=100)
-    a = p.parse_args(argv)
-    train_clip(a.out_dir, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
-               num_clips=a.num_clips, log_every=a.log_every)
-
-
-if __name__ == "__main__":
-    main()

@@ -17,12 +17,11 @@ class: FVD should notice a generator that gets those wrong.
 Trained on 16-frame windows (random temporal offset) of 17-frame clips with ``augment`` (yuv420p
 chroma, blur, noise, brightness), exported with ``torch.jit.save(torch.jit.script(model))``.
 
-    python -m workbench.shapes.detector OUT.pt --steps 3000 --batch-size 64
+    workbench shapes make --out B --stages detector    (3,000 steps of batch 64)
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -299,22 +298,3 @@ def train_detector(
     print(f"[detector] held-out accuracy {quality['clean']}, saved to {out_path} ({size / 1e6:.2f} MB) "
           f"in {report['seconds']:.0f}s", flush=True)
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out_path")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--num-clips", type=int, default=4096)
-    p.add_argument("--log-every", type=int, default=100)
-    a = p.parse_args(argv)
-    train_detector(a.out_path, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
-                   num_clips=a.num_clips, log_every=a.log_every)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The miniature CogVideoX of the shapes world: real diffusers classes at small widths, in diffusers layout.
 
-Made in three steps (``python -m workbench.shapes.make``, docs/shapes-world.md):
+Made in three steps (``workbench shapes make``, docs/shapes-world.md):
 
 1. ``init_miniature``: the trained VAE (workbench.shapes.vae), a T5-style tokenizer over the world's
    words, a small random T5 encoder (frozen forever, as T5-XXL is in CogVideoX), a randomly initialised

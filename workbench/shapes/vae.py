@@ -12,12 +12,11 @@ the posterior. After training, ``scaling_factor`` = 1 / std of posterior samples
 stays None. Saved with ``save_pretrained(out_dir, safe_serialization=True)``; ``report.json`` beside
 the weights holds the held-out quality.
 
-    python -m workbench.shapes.vae OUT_DIR --steps 1500 --batch-size 32
+    workbench shapes make --out B --stages vae         (--vae-steps, --vae-batch)
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -285,27 +284,3 @@ def train_vae(
     print(f"[vae] held-out PSNR {quality['psnr']:.2f} dB, scaling_factor {stats['scaling_factor']:.4f}, "
           f"saved to {out_dir} ({size / 1e6:.2f} MB) in {report['seconds']:.0f}s", flush=True)
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out_dir")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--num-clips", type=int, default=4096)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--kl-weight", type=float, default=1e-5)
-    p.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    a = p.parse_args(argv)
-    train_vae(a.out_dir, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device,
-              num_clips=a.num_clips, log_every=a.log_every, kl_weight=a.kl_weight, save_dtype=a.save_dtype)
-
-
-if __name__ == "__main__":
-    main()
-
-
-__all__ = ["VAE_CONFIG", "LATENT_SHAPE", "build_vae", "train_vae", "evaluate_vae", "latent_scaling_factor"]

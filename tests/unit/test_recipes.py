@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from workbench.train.cli import read_recipe
+from workbench.train.cli import RecipeError, read_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
@@ -55,8 +55,16 @@ def test_recipe_resolves_and_builds(recipe: Path, sample_data_dir, store):
 
 def test_a_typo_in_a_recipe_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "recipes" / "tiny-cpu.yaml").read_text().replace("  num_frames: 9", "  num_frame: 9"))
-    with pytest.raises(SystemExit):
+    recipe = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
+    bad.write_text(recipe.replace("\n  num_frames: 9", "\n  num_frame: 9"))  # the data section's
+    with pytest.raises(RecipeError, match=r"bad.yaml: .*'num_frame'"):
+        read_recipe(str(bad))
+    # inside a callback's init_args jsonargparse names the cause ten lines below the key: both are in the line
+    bad.write_text(recipe.replace("        num_frames: 9", "        num_frame: 9"))
+    with pytest.raises(RecipeError, match=r'"trainer.callbacks".*ValidationVideos.*Option .num_frame. is not accepted'):
+        read_recipe(str(bad))
+    bad.write_text(recipe.replace("lora_rank: ", "lora_rank: abc #", 1))
+    with pytest.raises(RecipeError, match=r'"model.lora_rank".*Expected a <class .int.>. Got value: abc'):
         read_recipe(str(bad))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from argparse import ArgumentError
 
-from workbench.common import UserError, first_line
+from workbench.common import UserError
 
 LIGHTNING_COMMANDS = ("fit", "validate")
 
@@ -35,7 +35,7 @@ def resolve_recipe_names(args: list[str]) -> None:
 def run_lightning(argv: list[str] | None) -> int:
     """Hand the command line to LightningCLI (``argv=None``: it reads ``sys.argv`` itself, so DDP's launcher
     can re-execute the same command for the other processes; recipe names are resolved in it first)."""
-    from workbench.train.cli import lightning_cli
+    from workbench.train.cli import lightning_cli, parse_error_summary
     from workbench.train.guards import NonFiniteError
 
     args = sys.argv if argv is None else argv
@@ -45,7 +45,7 @@ def run_lightning(argv: list[str] | None) -> int:
     except ArgumentError as e:
         configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
         where = f"{configs[-1]}: " if configs else ""
-        raise UserError(f"{where}{first_line(e)} (`workbench fit --help` lists every option)") from None
+        raise UserError(f"{where}{parse_error_summary(e)} (`workbench fit --help` lists every option)") from None
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -117,11 +117,14 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     shown = side_by_side(results["held-out"].out, workdir / "eval" / logger.run_id / "side-by-side")
     logger.log_artifact(shown["png"], "quickstart")
     logger.log_artifact(shown["mp4"], "quickstart")
+    def absolute(path) -> str:  # summary.json is read from other folders (tests, scripts): no relative paths
+        return str(Path(path).resolve())
+
     summary = {
-        "run_id": logger.run_id, "tracking_uri": logger.tracking_uri, "run_dir": str(run_dir(trainer)),
-        "checkpoint": checkpoint, "eval": {d: r.metrics for d, r in results.items()},
-        "eval_dirs": {d: str(r.out) for d, r in results.items()}, "export_dir": str(exported.out),
-        "registered": exported.registered, "side_by_side": {k: str(v) for k, v in shown.items()},
+        "run_id": logger.run_id, "tracking_uri": logger.tracking_uri, "run_dir": absolute(run_dir(trainer)),
+        "checkpoint": absolute(checkpoint), "eval": {d: r.metrics for d, r in results.items()},
+        "eval_dirs": {d: absolute(r.out) for d, r in results.items()}, "export_dir": absolute(exported.out),
+        "registered": exported.registered, "side_by_side": {k: absolute(v) for k, v in shown.items()},
         "seconds": {"fine_tune": round(t1 - t0, 1), "eval": round(t2 - t1, 1), "export": round(t3 - t2, 1)},
     }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

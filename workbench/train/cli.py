@@ -7,6 +7,7 @@ built, and the run continues in the MLflow run recorded in it (``ResumableCLI``)
 
 from __future__ import annotations
 
+import re
 import warnings
 from argparse import ArgumentError
 
@@ -101,8 +102,29 @@ def read_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
                         parser_kwargs={"default_env": False, "exit_on_error": False},
                         load_from_checkpoint_support=False)
     except ArgumentError as e:
-        raise RecipeError(f"{recipe}: {first_line(e)} (`workbench fit --help` lists every key)") from None
+        raise RecipeError(f"{recipe}: {parse_error_summary(e)} (`workbench fit --help` lists every key)") from None
     return cli.config.as_dict()
+
+
+# The lines of a jsonargparse error that say what is wrong, below a header such as 'Parser key "trainer.callbacks":'
+_SPECIFIC = re.compile(r"is not accepted|does not accept|Expected a (?!<class 'NoneType'>)|Got value|not a valid|"
+                       r"No module|Import path|does not exist|Problem with given class_path")
+
+
+def parse_error_summary(error: BaseException) -> str:
+    """One line of a jsonargparse error: its header, plus the lines naming the bad key, value or class path.
+
+    jsonargparse puts the key's path on the first line and the cause further down (for a typo inside a
+    callback's ``init_args``: 'Option 'num_frame' is not accepted', ten lines below); the user needs both.
+    """
+    lines = [line.strip(" -") for line in str(error).splitlines() if line.strip(" -")]
+    if not lines:
+        return first_line(error)
+    head = lines[0]
+    if not head.endswith(":"):
+        return head[:300]
+    details = list(dict.fromkeys(line.rstrip(":") for line in lines[1:] if _SPECIFIC.search(line)))
+    return f"{head} {'; '.join(details) or (lines[1] if len(lines) > 1 else '')}"[:400]
 
 
 class RecipeError(UserError):

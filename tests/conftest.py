@@ -14,6 +14,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (the README's test command runs two workers on the 2-core CI machine) each worker and
+# every CLI subprocess it starts computes on one thread: two workers of two threads each would oversubscribe
+# the cores. Set before torch is imported, and inherited by the subprocesses.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "recipes" / "tiny-cpu.yaml"
 

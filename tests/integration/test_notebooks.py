@@ -155,7 +155,7 @@ def test_compare_runs_notebook_runs_on_an_empty_store(tmp_path, kernel):
     nb = execute("compare_runs.ipynb", tmp_path, kernel)
 
     figures_shown(nb)  # loss curves, per-bucket validation loss, accuracy and FVD bars, first-frame grids
-    for text in ("history(run_id, key)", "buckets = sorted", "ax.bar(", "grid.png"):
+    for text in ("ax.set_title(key)", "buckets = sorted", "ax.bar(", "grid.png"):
         assert has_image(code_cell(nb, text)), text
     assert has_image(nb.cells[-1])  # the first-frame grids close the notebook
     intervals = "".join(code_cell(nb, "ax.bar(").outputs[-1]["data"].get("text/html", ""))

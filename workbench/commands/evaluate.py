@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--attention", choices=("sdpa", "flash4", "auto"), default="sdpa",
                    help="attention kernel: sdpa (default), flash4 (FlashAttention-4, Hopper GPUs, pip install "
                         "\".[hopper]\") or auto (flash4 where it runs, else sdpa)")
+    p.add_argument("--approximate", metavar="LEVER",
+                   help="an approximate, faster generation, recorded in the results: first-block-cache[:THRESHOLD], "
+                        "pab[:N] or faster-cache (overrides the suite's approximate; docs/performance.md measures "
+                        "what each costs in quality)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +57,8 @@ def run(ns: argparse.Namespace) -> int:
     result = evaluate(ns.suite, ns.model, lora=ns.lora, base_model=ns.base_model, compare_base=ns.compare_base,
                       clip_model=ns.clip_model, fvd_detector=ns.fvd_detector, reference=ns.reference,
                       out=ns.out, cache_dir=ns.cache_dir, tracking_uri=ns.tracking_uri,
-                      log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention)
+                      log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention,
+                      approximate=ns.approximate)
     m = result.metrics
     print(f"suite {result.suite.name}: {result.scores.num_videos} videos, "
           f"{result.scores.num_reference_videos} reference videos")

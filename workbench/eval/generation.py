@@ -58,6 +58,9 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     process ``rank`` generates pipeline batches ``rank::world_size``: whole batches move, so every
     video is computed exactly as in one process.
 
+    ``suite.approximate`` (an approximate lever, workbench.model.caching) is enabled on ``pipe.transformer``
+    for each pipeline call and removed after it (a fresh cache state per call; the pipeline is exact again).
+
     ``embeddings`` (a dict, kept by the caller) caches each prompt's T5 embeddings (and the empty negative
     prompt's, for guidance): each prompt is encoded once, however many seeds and however many models that
     share the text encoder (base and fine-tuned: the workbench never trains T5) generate from it.
@@ -65,6 +68,8 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     import torch
     from diffusers.utils import export_to_video
     from tqdm.auto import tqdm
+
+    from workbench.model.caching import approximation
 
     pipe.scheduler = _suite_scheduler(pipe, suite.scheduler)
     if out_dir is not None:
@@ -79,7 +84,7 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         for chunk in chunks:
             generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
             prompts = [p for _, p, _ in chunk]
-            with context():
+            with approximation(pipe, suite.approximate), context():  # fresh lever state each call, removed after
                 text = (dict(prompt=prompts) if embeddings is None else
                         prompt_embeddings(pipe, prompts, embeddings, max_len, suite.guidance_scale > 1))
                 out = pipe(**text, num_videos_per_prompt=1, generator=generators,

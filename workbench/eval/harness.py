@@ -115,7 +115,8 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
              reference: str | None = None, out: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
              log_to_mlflow: bool = True, device: str | None = None, dtype: str | None = None,
-             progress: bool = True, compile: bool = False, attention: str = "sdpa") -> EvalResult:
+             progress: bool = True, compile: bool = False, attention: str = "sdpa",
+             approximate: str | None = None) -> EvalResult:
     """Evaluate ``model`` on ``suite``: generate, score, write results, log to MLflow.
 
     ``model``: a diffusers pipeline directory (or hub id; ``lora`` adds a diffusers LoRA on top), a
@@ -126,13 +127,15 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     checked before anything is generated (EvalError). Defaults: CUDA if available, bf16 there and
     fp32 on CPU. ``compile`` compiles the transformer blocks (regional ``torch.compile``) before
     generating; ``attention`` picks the kernel (sdpa, flash4, auto: workbench.model.attention).
+    ``approximate`` overrides the suite's approximate lever (workbench.model.caching), recorded in the results.
     """
     import torch
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     suite = suite.with_overrides(clip_model=clip_model,
                                  fvd_detector=Path(fvd_detector).expanduser() if fvd_detector else None,
-                                 reference=Path(reference).expanduser() if reference else None)
+                                 reference=Path(reference).expanduser() if reference else None,
+                                 approximate=approximate)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
     uri = resolve_tracking_uri(tracking_uri)

@@ -90,7 +90,11 @@ def results_markdown(results: dict) -> str:
     s = results["settings"]
     lines += [f"- settings: {s['num_prompts']} prompts x {len(s['seeds'])} seeds, {s['num_frames']} frames "
               f"{s['height']}x{s['width']} @ {s['fps']:g} fps, {s['num_inference_steps']} steps ({s['scheduler']}), "
-              f"guidance {s['guidance_scale']:g}", ""]
+              f"guidance {s['guidance_scale']:g}"]
+    if s.get("approximate"):
+        lines.append(f"- **approximate generation**: `{s['approximate']}` (not the exact sampler; compare only with "
+                     "runs that used the same lever)")
+    lines.append("")
     lines += ["| metric | model |" + (" base |" if base else ""), "|---|---|" + ("---|" if base else "")]
     names = [k[len("eval/"):] for k in m if k.startswith("eval/accuracy/") and not k.endswith("_base")]
     def cell(key: str) -> str:

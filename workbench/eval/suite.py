@@ -37,7 +37,9 @@ class Suite:
     ``clip_model`` a hub id or local CLIP directory; ``fvd_detector`` StyleGAN-V's
     ``i3d_torchscript.pt``. ``batch_size`` is videos per pipeline call. ``scheduler`` is the
     sampler, built from the model's own scheduler config: ``dpm`` (CogVideoXDPMScheduler, what the
-    training module's pipeline and the diffusers trainer's validation use) or ``ddim``.
+    training module's pipeline and the diffusers trainer's validation use) or ``ddim``. ``approximate``
+    names an approximate inference lever (workbench.model.caching: ``first-block-cache[:T]``, ``pab[:N]``,
+    ``faster-cache``); None generates exactly.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Suite:
     confidence: float = 0.95
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
+    approximate: str | None = None
     description: str = ""
     path: Path | None = None  # the YAML file it was read from
 
@@ -116,6 +119,13 @@ class Suite:
             fail(f"bootstrap_resamples={self.bootstrap_resamples!r}: an integer >= 100 (1000 is the default)")
         if not _is_int(self.bootstrap_seed):
             fail(f"bootstrap_seed={self.bootstrap_seed!r}: must be an integer")
+        if self.approximate is not None:
+            from workbench.model.caching import ApproximationError, parse_approximation
+
+            try:
+                parse_approximation(self.approximate)
+            except ApproximationError as e:
+                fail(f"{e} (or leave it out: exact generation)")
         if self.oracle is not None:
             from workbench.shapes.oracle import ORACLES
             from workbench.shapes.world import parse_caption
@@ -153,7 +163,7 @@ class Suite:
             "fvd_detector": str(self.fvd_detector) if self.fvd_detector else None, "oracle": self.oracle,
             "protocol": self.protocol, "fvd_detector_kind": self.fvd_detector_kind,
             "confidence": self.confidence, "bootstrap_resamples": self.bootstrap_resamples,
-            "bootstrap_seed": self.bootstrap_seed,
+            "bootstrap_seed": self.bootstrap_seed, "approximate": self.approximate,
         }
 
 

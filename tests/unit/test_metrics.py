@@ -416,7 +416,8 @@ def test_videomae_standin_preprocessing_and_forms(videomae):
         reference = dets["safetensors"].vit.forward_features(_cdfvd_preprocess(x.permute(0, 2, 3, 4, 1)))
     assert reference.shape == (2, 48) and dets["safetensors"].feature_dim == 48
     for k, f in feats.items():
-        torch.testing.assert_close(f, reference, rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(f, reference, rtol=1e-5, atol=1e-6, msg=k)  # same maths; resize kernels may
+        # take another vectorised path with another thread count
     # the state dict has cd-fvd's checkpoint keys (no pos_embed: a fixed table) and the SSv2 head
     state = dets["safetensors"].vit.state_dict()
     assert "pos_embed" not in state and state["head.weight"].shape == (174, 48)

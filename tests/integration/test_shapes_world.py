@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,7 @@ def test_quickstart_fine_tune_teaches_the_held_out_domain_without_forgetting(qui
     # the before/after table is printed, the side by side written and logged to the run
     out = quickstart["stdout"]
     assert "prompt accuracy: colour" in out and "held-out: fine-tuned" in out
+    assert re.search(r"took +: \d+ s in all, since this process started", out)  # the main job's own time
     for key in ("png", "mp4"):
         assert Path(quickstart["work"], s["side_by_side"][key]).stat().st_size > 0
     import mlflow

@@ -142,4 +142,12 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     print(f"generate       : workbench generate --model {exported.out} --prompt \"a yellow circle moving from "
           "left to right on a dark background\" --frames 17 --height 64 --width 64 --steps 25 --out video.mp4")
     print(f"open the UI    : {ui_command(summary['tracking_uri'])}")
+    print(f"took           : {process_seconds():.0f} s in all, since this process started (imports included)")
     return summary
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (psutil, which PEFT already needs)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()

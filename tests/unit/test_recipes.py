@@ -71,3 +71,22 @@ def test_a_typo_in_a_recipe_is_an_error(tmp_path):
 def test_bundled_recipes_resolve_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert read_recipe("tiny-cpu")["data"]["num_frames"] == 9
+
+
+def test_a_missing_dataset_answers_before_lightning_is_imported(tmp_path):
+    """`workbench fit` with a dataset folder that is not there (from the recipe or --data.root) says so in one
+    line, exit 2, without waiting for Lightning and torch to import."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from workbench.cli import main; rc = main(sys.argv[1:]); "
+             "print('IMPORTED' if 'lightning' in sys.modules or 'torch' in sys.modules else 'LIGHT', rc)")
+    for args in (["fit", "--config", "tiny-cpu"],  # the recipe's data.root: sample-data, not in tmp_path
+                 ["fit", "--config", "tiny-cpu", "--data.root", str(tmp_path / "nope")],
+                 ["fit", "--config", "tiny-cpu", f"--data.root={tmp_path}"]):  # a folder without a manifest
+        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.stdout.split() == ["LIGHT", "2"], (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert ("dataset folder not found" if "nope" in " ".join(args) or len(args) == 3 else "no manifest found") \
+            in proc.stderr

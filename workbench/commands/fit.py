@@ -32,14 +32,45 @@ def resolve_recipe_names(args: list[str]) -> None:
             args[i] = f"--config={recipe_path(arg.split('=', 1)[1])}"
 
 
+def early_data_root(args: list[str]) -> str | None:
+    """The run's ``data.root`` as LightningCLI will resolve it (the last ``--config``'s ``data.root``, then a
+    ``--data.root`` override), read without importing Lightning; None where it cannot be told this simply
+    (``--help``, ``--print_config``, a config that does not read as YAML: the full parse reports those)."""
+    import yaml
+
+    if any(a in ("-h", "--help") or a.startswith("--print_config") for a in args):
+        return None
+    root = None
+    for i, arg in enumerate(args):
+        value = args[i + 1] if i + 1 < len(args) else None
+        if arg == "--config" and value is not None:
+            try:
+                data = yaml.safe_load(open(value, encoding="utf-8")).get("data") or {}
+                root = str(data["root"]) if isinstance(data, dict) and data.get("root") is not None else root
+            except Exception:  # noqa: BLE001 - any unreadable config is the full parser's to report
+                pass
+        elif arg == "--data.root" and value is not None:
+            root = value
+        elif arg.startswith("--data.root="):
+            root = arg.split("=", 1)[1]
+    return root
+
+
 def run_lightning(argv: list[str] | None) -> int:
     """Hand the command line to LightningCLI (``argv=None``: it reads ``sys.argv`` itself, so DDP's launcher
     can re-execute the same command for the other processes; recipe names are resolved in it first)."""
+    args = sys.argv if argv is None else argv
+    resolve_recipe_names(args)
+    root = early_data_root(args)
+    if root is not None:  # a missing dataset answers in a second, not after importing Lightning and torch
+        from pathlib import Path
+
+        from workbench.data.manifest import find_manifest
+
+        find_manifest(Path(root))
     from workbench.train.cli import lightning_cli, parse_error_summary
     from workbench.train.guards import NonFiniteError
 
-    args = sys.argv if argv is None else argv
-    resolve_recipe_names(args)
     try:
         lightning_cli(argv)
     except ArgumentError as e:

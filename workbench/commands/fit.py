@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
 from workbench.common import UserError
 
@@ -42,17 +43,16 @@ def early_data_root(args: list[str]) -> str | None:
         return None
     root = None
     for i, arg in enumerate(args):
-        value = args[i + 1] if i + 1 < len(args) else None
-        if arg == "--config" and value is not None:
+        name, inline, value = arg.partition("=")  # `--key value` and `--key=value` alike, as jsonargparse reads them
+        value = value if inline else (args[i + 1] if i + 1 < len(args) else None)
+        if name == "--config" and value is not None:
             try:
-                data = yaml.safe_load(open(value, encoding="utf-8")).get("data") or {}
+                data = yaml.safe_load(Path(value).read_text(encoding="utf-8")).get("data") or {}
                 root = str(data["root"]) if isinstance(data, dict) and data.get("root") is not None else root
             except Exception:  # noqa: BLE001 - any unreadable config is the full parser's to report
                 pass
-        elif arg == "--data.root" and value is not None:
+        elif name == "--data.root" and value is not None:
             root = value
-        elif arg.startswith("--data.root="):
-            root = arg.split("=", 1)[1]
     return root
 
 
@@ -63,8 +63,6 @@ def run_lightning(argv: list[str] | None) -> int:
     resolve_recipe_names(args)
     root = early_data_root(args)
     if root is not None:  # a missing dataset answers in a second, not after importing Lightning and torch
-        from pathlib import Path
-
         from workbench.data.manifest import find_manifest
 
         find_manifest(Path(root))

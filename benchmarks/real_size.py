@@ -1,13 +1,22 @@
 """Real-size CogVideoX-2B measurements on one GPU (random weights, the real configs).
 
-Side by side in one process, on the same GPU: the plain diffusers + PEFT training step (the
-loop of diffusers' examples/cogvideo/train_cogvideox_lora.py: bf16 base weights, fp32 LoRA,
-autocast, AdamW) and the workbench's LightningModule step through a Lightning Trainer
-(bf16-mixed), from the latent cache and from raw video (VAE + T5 on the device). Also the VAE
-encode time per clip and the stock pipeline's seconds per 50-step CFG video.
+Side by side in one process, on the same GPU: the plain diffusers + PEFT training step (the loop of
+diffusers' examples/cogvideo/train_cogvideox_lora.py: bf16 base weights, fp32 LoRA, autocast, AdamW) and
+the workbench's LightningModule step through a Lightning Trainer (bf16-mixed), with SDPA and with
+FlashAttention-4; the A6000 recipes' validation rounds (validation loss + a validation video, as the
+recipe's callbacks run them, after training steps); each bucket's step; and the stock pipeline's
+seconds per 50-step CFG video with the exact and the approximate levers (videos per GPU-hour).
 
-    python benchmarks/real_size.py --out results.json            # everything (about 6 min on an H100)
-    python benchmarks/real_size.py --only lora_cache_ckpt,baseline_lora_ckpt
+Every case reports the step time and the **allocated and reserved** peaks; "fits an A6000" counts the
+reserved peak plus this process's CUDA context against the RTX A6000's 49,140 MiB (about 47.4 GiB
+usable for the allocator). A case that asks for FlashAttention-4 where it cannot run is recorded as an
+error, never silently run with SDPA.
+
+    python benchmarks/real_size.py --out results.json --group training --loss-curves
+    python benchmarks/real_size.py --out results.json --group validation,buckets
+    python benchmarks/real_size.py --out results.json --group inference
+    python benchmarks/real_size.py --only workbench_lora_r128_nockpt_compiled_flash4
+    python benchmarks/real_size.py --smoke            # every case at toy size on the CPU (flash4: strict stand-in)
 
 Model TFLOP/s counts forward + backward as 3x the forward FLOPs (recomputation not counted).
 """
@@ -18,17 +27,46 @@ import argparse
 import gc
 import json
 import math
+import statistics
+import sys
+import tempfile
 import time
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-FRAMES, HEIGHT, WIDTH = 49, 480, 720
-LATENT = (13, 16, 60, 90)  # F', C, H/8, W/8
-TEXT_LEN, TEXT_DIM = 226, 4096
+REPO = Path(__file__).resolve().parents[1]
+A6000_MIB = 49140  # RTX A6000 (48 GB GDDR6) as nvidia-smi reports it
 
 
-def transformer_forward_flops(cfg, latent_frames=13, h=60, w=90, text_len=TEXT_LEN) -> float:
+@dataclass
+class Size:
+    frames: int
+    height: int
+    width: int
+    latent_channels: int
+    text_len: int
+    text_dim: int
+
+    def latent(self, height: int | None = None, width: int | None = None) -> tuple[int, int, int, int]:
+        """(F', C, H/8, W/8) of a clip of this size (or of ``height`` x ``width``)."""
+        return ((self.frames - 1) // 4 + 1, self.latent_channels, (height or self.height) // 8,
+                (width or self.width) // 8)
+
+
+REAL = Size(49, 480, 720, 16, 226, 4096)
+SMOKE = Size(9, 64, 64, 4, 32, 32)  # the tiny random model of workbench.model.tiny
+SIZE = REAL
+DEVICE = "cuda"
+
+
+def cuda() -> bool:
+    return DEVICE == "cuda"
+
+
+def transformer_forward_flops(cfg, latent_frames=13, h=60, w=90, text_len=226) -> float:
     """Matmul FLOPs of one transformer forward (2 * MACs), attention included."""
     d = cfg.num_attention_heads * cfg.attention_head_dim
     tokens = latent_frames * (h // cfg.patch_size) * (w // cfg.patch_size) + text_len
@@ -41,20 +79,34 @@ def transformer_forward_flops(cfg, latent_frames=13, h=60, w=90, text_len=TEXT_L
 def build_transformer(dtype):
     from diffusers import CogVideoXTransformer3DModel
 
-    with torch.device("cuda"):
+    if SIZE is SMOKE:
+        from workbench.model.tiny import build_tiny_pipeline
+
+        return build_tiny_pipeline().transformer.to(dtype)
+    with torch.device(DEVICE):
         net = CogVideoXTransformer3DModel()  # the defaults are CogVideoX-2B's config
     return net.to(dtype)
 
 
 def build_encoders(dtype):
+    """(VAE, T5 encoder, tokenizer) at the real configs (the tiny ones with --smoke), frozen, eval mode."""
     from diffusers import AutoencoderKLCogVideoX
     from transformers import T5Config, T5EncoderModel
 
-    with torch.device("cuda"):
-        vae = AutoencoderKLCogVideoX()  # CogVideoX-2B's VAE config (scaling factor 1.15258426)
-        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
-                                     num_heads=64, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32))
-    return vae.to(dtype).eval().requires_grad_(False), t5.to(dtype).eval().requires_grad_(False)
+    from workbench.model.tiny import build_tiny_pipeline, t5_style_tokenizer
+
+    if SIZE is SMOKE:
+        pipe = build_tiny_pipeline()
+        vae, t5, tok = pipe.vae, pipe.text_encoder, pipe.tokenizer
+    else:
+        with torch.device(DEVICE):
+            vae = AutoencoderKLCogVideoX()  # CogVideoX-2B's VAE config (scaling factor 1.15258426)
+            t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                         num_heads=64, feed_forward_proj="gated-gelu",
+                                         relative_attention_num_buckets=32))
+        tok = t5_style_tokenizer(Path(tempfile.mkdtemp()))
+        tok.model_max_length = SIZE.text_len
+    return vae.to(dtype).eval().requires_grad_(False), t5.to(dtype).eval().requires_grad_(False), tok
 
 
 def scheduler():
@@ -67,22 +119,75 @@ def scheduler():
 
 def cleanup():
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def sync():
+    if cuda():
+        torch.cuda.synchronize()
+
+
+def peaks() -> dict:
+    """Allocated and reserved peaks (GiB) since the last reset."""
+    if not cuda():
+        return {"alloc_gib": 0.0, "reserved_gib": 0.0}
+    return {"alloc_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+
+
+def cuda_context_gib() -> float:
+    """Device memory this process holds outside PyTorch's allocator (the CUDA context, cuBLAS/cuDNN
+    workspaces and module images): driver-reported use minus what the allocator has reserved. Other
+    processes on the GPU would count too; the device machine runs none."""
+    if not cuda():
+        return 0.0
+    free, total = torch.cuda.mem_get_info()
+    return (total - free - torch.cuda.memory_reserved()) / 2**30
+
+
+def a6000_verdict(reserved_gib: float, context_gib: float) -> dict:
+    """Does a peak fit an RTX A6000? reserved + CUDA context against its 49,140 MiB."""
+    need = reserved_gib + context_gib
+    return {"a6000_need_gib": round(need, 2), "fits_a6000": need <= A6000_MIB / 1024}
 
 
 def timed(step, n_warmup=2, n=5):
     for _ in range(n_warmup):
         step()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         step()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return statistics.median(times)
+
+
+def flash4_fn():
+    """FlashAttention-4's flash_attn_func, or with --smoke the tests' strict stand-in (same contract)."""
+    if SIZE is SMOKE:
+        sys.path.insert(0, str(REPO))
+        from tests.helpers.kernels import strict_flash_attn_func
+
+        return strict_flash_attn_func
+    return None
+
+
+def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16) -> None:
+    """``sdpa`` (diffusers' processor) or ``flash4`` exactly as the workbench installs it; with --smoke the
+    FlashAttention-4 processor gets the strict stand-in kernel."""
+    from workbench.model.attention import Flash4Attention, set_attention
+
+    if attention == "sdpa":
+        return
+    if SIZE is SMOKE:
+        transformer.set_attn_processor(Flash4Attention(flash_fn=flash4_fn()))
+    elif set_attention(transformer, "flash4", DEVICE, compute_dtype=compute_dtype) != "flash4":
+        raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 
 
 def baseline_lora(rank, checkpointing, profile=None):
@@ -104,11 +209,11 @@ def baseline_lora(rank, checkpointing, profile=None):
     net.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     sched = scheduler()
-    lat = torch.randn(1, *LATENT, device="cuda", dtype=torch.bfloat16)
-    emb = torch.randn(1, TEXT_LEN, TEXT_DIM, device="cuda", dtype=torch.bfloat16)
+    lat = torch.randn(1, *SIZE.latent(), device=DEVICE, dtype=torch.bfloat16)
+    emb = torch.randn(1, SIZE.text_len, SIZE.text_dim, device=DEVICE, dtype=torch.bfloat16)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
             loss = diffusion_loss(net, sched, lat, emb)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -116,74 +221,118 @@ def baseline_lora(rank, checkpointing, profile=None):
         opt.zero_grad(set_to_none=True)
 
     seconds = timed(step)
+    result = {"step_s": seconds, **peaks()}
     if profile:
         with step_profiler() as prof:
             t0 = time.perf_counter()
             step()
-            torch.cuda.synchronize()
+            sync()
         write_profile(prof, profile, time.perf_counter() - t0)
-    return seconds, net.config
+    return result, net.config
 
 
-def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, compile_=False, losses=None,
-                   profile=None):
-    """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N.
+def recipe_settings(recipe: str) -> tuple[dict, dict]:
+    """(the recipe's ``model:`` arguments, its ValidationVideos arguments), read from recipes/<recipe>.yaml."""
+    import yaml
 
+    cfg = yaml.safe_load((REPO / "recipes" / f"{recipe}.yaml").read_text())
+    videos = next(cb.get("init_args", {}) for cb in cfg["trainer"]["callbacks"]
+                  if cb["class_path"].endswith("ValidationVideos"))
+    return dict(cfg["model"]), dict(videos)
+
+
+def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", steps=7, fraction=1.0,
+                   compile_=False, losses=None, profile=None, attention="sdpa", size=None, recipe=None,
+                   validation_steps=None):
+    """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N, and
+    the training steps' allocated/reserved peaks.
+
+    ``attention``: sdpa or flash4 (FlashAttention-4, as ``model.attention: flash4`` installs it).
+    ``size``: (height, width) of the clips (a bucket); default the native 480 x 720.
+    ``recipe``: take every model argument from recipes/<recipe>.yaml instead (rank, checkpointing, compile...).
+    ``validation_steps``: after training, one validation round as the recipe's callbacks run it (the
+    validation loss over 4 samples, then a validation video through ``sampling_pipeline``, the VAE and T5
+    moved from the CPU to the GPU for it) with this many denoising steps (every step has the same shape,
+    so the peak does not depend on their number); its own allocated/reserved peaks are reported.
     ``losses``, if a list, receives the training loss of every step (for the loss-curve comparison).
     ``profile``, if a path, receives a kernel-time summary of the last step (torch.profiler).
     """
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
-    from workbench.train.callbacks import StepStats
-    from workbench.train.module import CogVideoXModule
-    from workbench.train.guards import NonFiniteGuard
     from workbench.model.loading import CogVideoXComponents
-    from workbench.model.tiny import t5_style_tokenizer
+    from workbench.train.callbacks import StepStats, ValidationVideos
+    from workbench.train.guards import NonFiniteGuard
+    from workbench.train.module import CogVideoXModule
 
-    import tempfile
-    from pathlib import Path
-
+    height, width = size or (SIZE.height, SIZE.width)
+    latent = SIZE.latent(height, width)
     on_device = source == "raw"
     vae = t5 = tok = None
-    if on_device:
-        vae, t5 = build_encoders(torch.bfloat16)
-        tok = t5_style_tokenizer(Path(tempfile.mkdtemp()))
+    if on_device or validation_steps:
+        vae, t5, tok = build_encoders(torch.bfloat16)
+        if not on_device:  # offloaded, as encoders: offload keeps them: on the CPU until sampling
+            vae, t5 = vae.cpu(), t5.cpu()
+            cleanup()
+    kwargs = dict(mode=mode, lora_rank=rank, lora_alpha=rank, gradient_checkpointing=checkpointing,
+                  checkpoint_fraction=fraction, compile_blocks=compile_, frozen_dtype="bf16", learning_rate=1e-4,
+                  warmup_steps=0)
+    videos = {}
+    if recipe:
+        kwargs, videos = recipe_settings(recipe)
+        kwargs["warmup_steps"] = 0
+        compile_ = kwargs.get("compile_blocks", False)
+    kwargs.update(model="random-real-config", encoders="device" if on_device else "offload",
+                  attention="sdpa" if SIZE is SMOKE else attention)  # the module installs flash4 itself
+    if vae is not None:  # what configure_model does to loaded encoders (handed-in ones are used as they are)
+        if kwargs.get("vae_slicing", True):
+            vae.enable_slicing()
+        if kwargs.get("vae_tiling", False):
+            vae.enable_tiling()
+    if not cuda():
+        kwargs["compile_blocks"] = False  # the CPU smoke run checks the code path, not the compiler
     comps = CogVideoXComponents(build_transformer(torch.bfloat16), vae, t5, tok, scheduler())
-    module = CogVideoXModule(model="random-real-config", mode=mode, lora_rank=rank, lora_alpha=rank,
-                             gradient_checkpointing=checkpointing, checkpoint_fraction=fraction,
-                             compile_blocks=compile_, frozen_dtype="bf16",
-                             learning_rate=1e-4,
-                             encoders="device" if on_device else "offload", warmup_steps=0)
+    module = CogVideoXModule(**kwargs)
     module.components = comps
     if not on_device:
         module.vae_config = {"scaling_factor": 1.15258426}
 
     class Synthetic(Dataset):
+        def __init__(self, n):
+            self.n = n
+
         def __len__(self):
-            return steps
+            return self.n
 
         def __getitem__(self, i):
             g = torch.Generator().manual_seed(i)
+            item = {"id": str(i), "caption": "a red circle"}
             if on_device:
-                return {"video": torch.rand(3, FRAMES, HEIGHT, WIDTH, generator=g) * 2 - 1, "caption": "a red circle"}
-            return {"latent_dist": torch.randn(2 * LATENT[1], LATENT[0], *LATENT[2:], generator=g).bfloat16(),
-                    "prompt_embeds": torch.randn(TEXT_LEN, TEXT_DIM, generator=g).bfloat16(), "caption": "x"}
+                item["video"] = torch.rand(3, SIZE.frames, height, width, generator=g) * 2 - 1
+                return item
+            item["latent_dist"] = torch.randn(2 * latent[1], latent[0], *latent[2:], generator=g).bfloat16()
+            item["prompt_embeds"] = torch.randn(SIZE.text_len, SIZE.text_dim, generator=g).bfloat16()
+            item["empty_prompt_embeds"] = torch.zeros(SIZE.text_len, SIZE.text_dim).bfloat16()
+            return item
 
-    times = []
+    times, result = [], {}
 
     class Timer(L.Callback):
         prof = None
 
+        def on_fit_start(self, trainer, pl_module):
+            if attention != "sdpa" and SIZE is SMOKE:
+                install_attention(pl_module.transformer, attention)
+
         def on_train_batch_start(self, trainer, *a):
-            torch.cuda.synchronize()
+            sync()
             if profile and trainer.global_step == steps - 1:
                 self.prof = step_profiler()
                 self.prof.start()
             self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, *a):
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - self.t0)
             if self.prof is not None:
                 self.prof.stop()
@@ -191,15 +340,41 @@ def workbench_step(mode, rank, checkpointing, source, steps=7, fraction=1.0, com
                 self.prof = None
             if losses is not None:
                 losses.append(float(outputs["loss"]))
+            if len(times) == steps:  # the training peaks, before any validation
+                result.update(peaks())
 
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=steps, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        gradient_clip_val=1.0, callbacks=[Timer(), StepStats(), NonFiniteGuard()],
-                        num_sanity_val_steps=0,
-                        limit_val_batches=0)
-    trainer.fit(module, DataLoader(Synthetic(), batch_size=1, num_workers=2))
-    steady = sorted(times[2:])
-    return steady[len(steady) // 2], comps.transformer.config
+        def on_validation_start(self, trainer, pl_module):
+            sync()
+            if cuda():
+                torch.cuda.reset_peak_memory_stats()  # the reserved peak restarts from what training left reserved
+            self.v0 = time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module):
+            sync()
+            v = peaks()
+            result.update(validation_alloc_gib=v["alloc_gib"], validation_reserved_gib=v["reserved_gib"],
+                          validation_s=time.perf_counter() - self.v0)
+
+    callbacks = [Timer(), StepStats(), NonFiniteGuard()]
+    val = {}
+    if validation_steps:
+        callbacks.append(ValidationVideos(prompts=["a red circle moves to the right"],
+                                          num_inference_steps=validation_steps,
+                                          guidance_scale=videos.get("guidance_scale", 6.0),
+                                          num_frames=SIZE.frames, height=height, width=width))
+        val = dict(val_dataloaders=DataLoader(Synthetic(4), batch_size=1), )
+    root = tempfile.mkdtemp()
+    trainer = L.Trainer(accelerator="gpu" if cuda() else "cpu", devices=1, precision="bf16-mixed", max_steps=steps,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, gradient_clip_val=1.0, callbacks=callbacks,
+                        num_sanity_val_steps=0, default_root_dir=root,
+                        limit_val_batches=4 if validation_steps else 0,
+                        val_check_interval=steps if validation_steps else None)
+    trainer.fit(module, train_dataloaders=DataLoader(Synthetic(steps), batch_size=1, num_workers=2), **val)
+    steady = times[2:] or times
+    result["step_s"] = statistics.median(steady)
+    result["flops_shape"] = (latent[0], latent[2], latent[3])
+    return result, comps.transformer.config
 
 
 def step_profiler():
@@ -237,164 +412,211 @@ def write_profile(prof, path, wall_s):
     print("\n".join(lines[:8]), flush=True)
 
 
-def vae_encode_seconds():
-    """Seconds to encode one clip (and no warm-up figure: the pair matches ``pipeline_seconds``)."""
-    vae, t5 = build_encoders(torch.bfloat16)
-    del t5
-    cleanup()
-    vae.enable_slicing()
-    video = torch.rand(1, 3, FRAMES, HEIGHT, WIDTH, device="cuda", dtype=torch.bfloat16) * 2 - 1
-    with torch.no_grad():
-        t = timed(lambda: vae.encode(video).latent_dist.parameters, n_warmup=1, n=3)
-    return t, None
 
 
-def pipeline_seconds(steps=50, compile_=False):
-    """Seconds per 50-step CFG video of the stock pipeline (``compile_``: with the blocks compiled as
-    ``workbench eval/generate --compile`` does), and the seconds of the 2-step warm-up call."""
-    from diffusers import CogVideoXPipeline
+def pipeline_case(steps=50, compile_=False, attention="sdpa", lever=None, warmup=True, _cache={}):
+    """Seconds per CFG video of the stock CogVideoXPipeline (text encoding, ``steps`` denoising steps and the
+    tiled VAE decode), and its allocated/reserved peaks. One pipeline serves every inference case of a run
+    (built once, its processor, compilation and caching hooks changed in place).
 
-    from workbench.model.tiny import t5_style_tokenizer
+    ``compile_``: the blocks compiled as ``workbench eval/generate --compile`` does; ``attention``: sdpa or
+    flash4 (as ``--attention flash4``); ``lever``: an approximate lever of ``workbench eval --approximate``
+    (workbench.model.caching; FirstBlockCache's skips depend on the weights, so with random weights its
+    speed is not what a trained model gets; PAB and FasterCache skip on a fixed timestep schedule)."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 
-    import tempfile
-    from pathlib import Path
+    from workbench.model.caching import approximation
+    from workbench.model.speed import compile_blocks
+    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER
 
-    vae, t5 = build_encoders(torch.bfloat16)
-    net = build_transformer(torch.bfloat16).eval()
-    pipe = CogVideoXPipeline(tokenizer=t5_style_tokenizer(Path(tempfile.mkdtemp())), text_encoder=t5, vae=vae,
-                             transformer=net, scheduler=scheduler())
-    pipe.set_progress_bar_config(disable=True)
-    pipe.vae.enable_slicing()
-    pipe.vae.enable_tiling()
-    kw = dict(prompt="a red circle", num_frames=FRAMES, height=HEIGHT, width=WIDTH, guidance_scale=6.0,
-              generator=torch.Generator("cuda").manual_seed(0), output_type="np")
-    if compile_:
-        from workbench.model.speed import compile_blocks
-
+    if "pipe" not in _cache:
+        vae, t5, tok = build_encoders(torch.bfloat16)
+        pipe = CogVideoXPipeline(tokenizer=tok, text_encoder=t5, vae=vae, transformer=build_transformer(torch.bfloat16).eval(),
+                                 scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER))  # CogVideoX-2b samples with DDIM
+        pipe.set_progress_bar_config(disable=True)
+        pipe.vae.enable_slicing()
+        pipe.vae.enable_tiling()
+        _cache.update(pipe=pipe, compiled=False)
+    pipe = _cache["pipe"]
+    if attention == "flash4":
+        install_attention(pipe.transformer, "flash4")
+    else:
+        pipe.transformer.set_attn_processor(CogVideoXAttnProcessor2_0())
+    if compile_ and not _cache["compiled"] and cuda():
         compile_blocks(pipe.transformer)
-    t0 = time.perf_counter()
-    pipe(num_inference_steps=2, **kw)  # warm-up (and compilation)
-    torch.cuda.synchronize()
-    warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pipe(num_inference_steps=steps, **kw)
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0, warmup
+        _cache["compiled"] = True
+    if not compile_ and _cache["compiled"]:
+        raise RuntimeError("eager inference cases must run before the compiled ones")
+    kw = dict(prompt="a red circle", num_frames=SIZE.frames, height=SIZE.height, width=SIZE.width, guidance_scale=6.0,
+              max_sequence_length=SIZE.text_len, output_type="np")
+    warm = None
+    with approximation(pipe, lever):
+        if warmup:  # kernels, autotuning and compilation
+            t0 = time.perf_counter()
+            pipe(num_inference_steps=2, generator=torch.Generator(DEVICE).manual_seed(0), **kw)
+            sync()
+            warm = time.perf_counter() - t0
+        cleanup()
+        t0 = time.perf_counter()
+        pipe(num_inference_steps=steps, generator=torch.Generator(DEVICE).manual_seed(0), **kw)
+        sync()
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "videos_per_gpu_hour": 3600 / seconds, "warmup_2steps_s": warm, **peaks()}
 
 
-CASES = {
-    "baseline_lora_r128_ckpt": lambda: baseline_lora(128, True),
-    "baseline_lora_r128_nockpt": lambda: baseline_lora(128, False),
-    "workbench_lora_r128_ckpt_cache": lambda: workbench_step("lora", 128, True, "cache"),
-    "workbench_lora_r128_nockpt_cache": lambda: workbench_step("lora", 128, False, "cache"),
-    "workbench_lora_r128_ckpt_raw": lambda: workbench_step("lora", 128, True, "raw"),
-    "workbench_full_ckpt_cache": lambda: workbench_step("full", 0, True, "cache"),
-    "workbench_lora_r128_ckpt_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, compile_=True),
-    "workbench_lora_r128_ckpt50_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, fraction=0.5,
-                                                                  compile_=True),
-    "workbench_lora_r128_ckpt25_compiled": lambda: workbench_step("lora", 128, True, "cache", steps=8, fraction=0.25,
-                                                                  compile_=True),
-    "workbench_lora_r128_nockpt_compiled": lambda: workbench_step("lora", 128, False, "cache", steps=8, compile_=True),
-    "workbench_full_ckpt_compiled": lambda: workbench_step("full", 0, True, "cache", steps=8, compile_=True),
-    "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
-    "profile_workbench_lora_r128_nockpt_compiled": lambda: workbench_step(
-        "lora", 128, False, "cache", steps=6, compile_=True, profile="profile_lora_nockpt_compiled.txt"),
-}
-
-
-def loss_curves(steps=16):
-    """Same seed, same data: the default path (eager, every block checkpointed) vs the A6000 LoRA
-    recipe's settings (compiled blocks, no checkpointing)."""
+def loss_curves(steps=12):
+    """Same seed, same data, the A6000 LoRA recipe's settings (compiled blocks, no checkpointing): SDPA vs
+    FlashAttention-4."""
     curves = {}
-    for name, kw in (("default", dict(checkpointing=True, compile_=False)),
-                     ("optimized", dict(checkpointing=False, compile_=True))):
+    for attention in ("sdpa", "flash4"):
         cleanup()
         torch.manual_seed(0)
-        curves[name] = []
-        workbench_step("lora", 128, source="cache", steps=steps, losses=curves[name], **kw)
+        curves[attention] = []
+        workbench_step("lora", 128, False, "cache", steps=steps, compile_=True, losses=curves[attention],
+                       attention=attention)
+    curves["max_abs_difference"] = max(abs(a - b) for a, b in zip(curves["sdpa"], curves["flash4"]))
     return curves
 
 
+def train(**kw):
+    return lambda: workbench_step(**kw)
+
+
+LORA = dict(mode="lora", rank=128, source="cache", steps=8)
+A6000_LORA = dict(LORA, checkpointing=False, compile_=True)  # the A6000 LoRA recipe's levers, at r128
+LOWMEM = dict(LORA, checkpointing=True, compile_=True)       # the low-memory recipe's levers, at r128
+FULL = dict(mode="full", rank=0, source="cache", steps=8, checkpointing=True, compile_=True)
+
+CASES = {
+    "training": {
+        "baseline_lora_r128_nockpt": lambda: baseline_lora(128, False),
+        "baseline_lora_r128_ckpt": lambda: baseline_lora(128, True),
+        "workbench_lora_r128_nockpt_compiled": train(**A6000_LORA),
+        "workbench_lora_r128_nockpt_compiled_flash4": train(**A6000_LORA, attention="flash4"),
+        "workbench_lora_r128_ckpt_compiled": train(**LOWMEM),
+        "workbench_lora_r128_ckpt_compiled_flash4": train(**LOWMEM, attention="flash4"),
+        "workbench_full_ckpt_compiled": train(**FULL),
+        "workbench_full_ckpt_compiled_flash4": train(**FULL, attention="flash4"),
+    },
+    "buckets": {  # the A6000 LoRA recipe's levers (SDPA, as an A6000 runs) at each bucket
+        "bucket_720x480_lora_r128_nockpt_compiled": train(**A6000_LORA, size=(720, 480)),
+        "bucket_576x576_lora_r128_nockpt_compiled": train(**A6000_LORA, size=(576, 576)),
+    },
+    "validation": {  # each A6000 recipe exactly (rank, checkpointing, compile, encoders offloaded, VAE tiling)
+        "recipe_cogvideox-2b-lora-a6000_validation_round": train(recipe="cogvideox-2b-lora-a6000", steps=4,
+                                                                 validation_steps=2),
+        "recipe_cogvideox-2b-lora-lowmem_validation_round": train(recipe="cogvideox-2b-lora-lowmem", steps=4,
+                                                                  validation_steps=2),
+        "recipe_cogvideox-2b-full-a6000_validation_round": train(recipe="cogvideox-2b-full-a6000", steps=4,
+                                                                 validation_steps=2),
+    },
+    "profile": {
+        "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
+        "profile_workbench_lora_r128_nockpt_compiled": train(**{**A6000_LORA, "steps": 6},
+                                                             profile="profile_lora_nockpt_compiled.txt"),
+    },
+}
+# eager cases first: the compiled ones compile the one shared pipeline's blocks
+INFERENCE = {
+    "pipeline_50step_cfg_stock": dict(),
+    "pipeline_50step_cfg_pab": dict(lever="pab"),
+    "pipeline_50step_cfg_faster-cache": dict(lever="faster-cache"),
+    "pipeline_50step_cfg_first-block-cache": dict(lever="first-block-cache"),
+    "pipeline_12step_cfg_stock": dict(steps=12),
+    "pipeline_50step_cfg_flash4": dict(attention="flash4"),
+    "pipeline_50step_cfg_compiled": dict(compile_=True),
+    "pipeline_50step_cfg_flash4_compiled": dict(compile_=True, attention="flash4"),
+}
+
+
 def main() -> None:
+    global SIZE, DEVICE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated case names (default: all)")
-    parser.add_argument("--skip-inference", action="store_true", help="skip the VAE-encode and pipeline timings")
-    parser.add_argument("--only-inference", help="comma-separated inference measurements (default: all)")
+    parser.add_argument("--group", default="training,buckets,validation,inference",
+                        help="comma-separated groups: training, buckets, validation, inference, profile")
+    parser.add_argument("--only", help="comma-separated case names (any group)")
     parser.add_argument("--out", default="real_size.json")
     parser.add_argument("--cap-gib", type=float, default=None,
-                        help="cap the process's GPU memory (48 emulates the A6000) with set_per_process_memory_fraction")
-    parser.add_argument("--loss-curves", action="store_true", help="also compare default vs optimized loss curves")
+                        help="cap the allocator (set_per_process_memory_fraction); default none: the reserved "
+                             "peak is measured and judged against the A6000 instead")
+    parser.add_argument("--loss-curves", action="store_true", help="also compare SDPA vs flash4 loss curves")
+    parser.add_argument("--smoke", action="store_true", help="every case at toy size on the CPU, to check the script")
     args = parser.parse_args()
+    if args.smoke:
+        SIZE, DEVICE = SMOKE, "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
+    if cuda():
+        torch.zeros(1, device="cuda")  # the context, before the allocator reserves anything
     if args.cap_gib:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total))
-    names = args.only.split(",") if args.only else list(CASES)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cap_gib": args.cap_gib}
-    rows = []
-    for name in names:
-        if name not in CASES:
-            continue
+    context = cuda_context_gib()
+    results = {"device": torch.cuda.get_device_name() if cuda() else "cpu (smoke)", "torch": torch.__version__,
+               "cap_gib": args.cap_gib, "cuda_context_gib_at_start": context, "a6000_mib": A6000_MIB}
+    out = Path(args.out)
+    if out.is_file():  # one run over several calls: later groups add to the same file
+        results = {**json.loads(out.read_text()), **results}
+    groups = args.group.split(",")
+    wanted = args.only.split(",") if args.only else None
+    cases = [(n, fn) for g, cs in CASES.items() for n, fn in cs.items()
+             if (wanted and n in wanted) or (not wanted and g in groups)]
+    inference = [(n, kw) for n, kw in INFERENCE.items()
+                 if (wanted and n in wanted) or (not wanted and "inference" in groups)]
+
+    def record(name, fn):
         cleanup()
+        t0 = time.perf_counter()
         try:
-            seconds, cfg = CASES[name]()
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            tflops = 3 * transformer_forward_flops(cfg) / seconds / 1e12
-            results[name] = {"step_s": seconds, "peak_gib": peak, "model_tflops": tflops}
+            r = fn()
+            if isinstance(r, tuple):  # a training case: (result, transformer config)
+                r, cfg = r
+                shape = r.pop("flops_shape", (13, 60, 90))
+                r["model_tflops"] = 3 * transformer_forward_flops(cfg, *shape, SIZE.text_len) / r["step_s"] / 1e12
+            ctx = max(context, cuda_context_gib())  # kernels loaded by the case (FlashAttention-4's) count too
+            r.update(cuda_context_gib=ctx, **a6000_verdict(r["reserved_gib"], ctx))
+            if "validation_reserved_gib" in r:
+                r["validation_fits_a6000"] = a6000_verdict(r["validation_reserved_gib"], ctx)["fits_a6000"]
         except Exception as e:  # noqa: BLE001 - record and go on to the next case
             traceback.print_exc()
-            results[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        rows.append(name)
-        print(name, results[name], flush=True)
-        json.dump(results, open(args.out, "w"), indent=1)
-    extra = () if args.skip_inference else (
-        ("vae_encode_s_per_clip", vae_encode_seconds),
-        ("pipeline_s_per_50step_cfg_video", pipeline_seconds),
-        ("pipeline_s_per_50step_cfg_video_compiled", lambda: pipeline_seconds(compile_=True)))
-    if args.only_inference:
-        extra = [e for e in extra if e[0] in args.only_inference.split(",")]
-    for name, fn in extra:
-        cleanup()
-        try:
-            seconds, warmup = fn()
-            results[name] = {"seconds": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-            if warmup is not None:
-                results[name]["warmup_2steps_s"] = warmup
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            results[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        print(name, results[name], flush=True)
-        json.dump(results, open(args.out, "w"), indent=1)
+            r = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        r["case_wall_s"] = time.perf_counter() - t0
+        results[name] = r
+        print(name, json.dumps(r), flush=True)
+        out.write_text(json.dumps(results, indent=1))
+
+    for name, fn in cases:
+        record(name, fn)
+    for name, kw in inference:
+        record(name, lambda kw=kw: pipeline_case(**kw))
     if args.loss_curves:
         try:
-            results["loss_curves"] = loss_curves()
+            results["loss_curves_sdpa_vs_flash4"] = loss_curves()
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
-            results["loss_curves"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        json.dump(results, open(args.out, "w"), indent=1)
-        curves = results["loss_curves"]
-        if "error" not in curves:
-            for i, (a, b) in enumerate(zip(curves["default"], curves["optimized"])):
-                print(f"step {i:2d} loss default {a:.5f} optimized {b:.5f}")
-    fwd = transformer_forward_flops(_cfg())
-    print(f"\n{results['device']}: one transformer forward = {fwd / 1e12:.0f} TFLOP")
+            results["loss_curves_sdpa_vs_flash4"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print("loss_curves_sdpa_vs_flash4", json.dumps(results["loss_curves_sdpa_vs_flash4"]), flush=True)
+        out.write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
     base = results.get("baseline_lora_r128_ckpt", {}).get("step_s")
-    print(f"{'case':36s} {'step s':>8s} {'peak GiB':>9s} {'TFLOP/s':>8s} {'vs base':>8s}")
-    for name in rows:
-        r = results[name]
-        if "error" in r:
-            print(f"{name:36s} {r['error'][:60]}")
+    print(f"\n{results['device']}; A6000 = {A6000_MIB} MiB; CUDA context {results['cuda_context_gib_at_start']:.2f} GiB")
+    print(f"{'case':52s} {'s':>8s} {'alloc':>6s} {'resvd':>6s} {'A6000':>6s} {'vs base':>8s}")
+    for name, r in results.items():
+        if not isinstance(r, dict) or not ("step_s" in r or "seconds" in r or "error" in r):
             continue
-        ratio = f"{base / r['step_s']:.2f}x" if base else "-"
-        print(f"{name:36s} {r['step_s']:8.3f} {r['peak_gib']:9.1f} {r['model_tflops']:8.0f} {ratio:>8s}")
-    json.dump(results, open(args.out, "w"), indent=1)
-
-
-def _cfg():
-    """CogVideoX-2B's transformer shape, for the FLOP count."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(num_attention_heads=30, attention_head_dim=64, patch_size=2, num_layers=30)
+        if "error" in r:
+            print(f"{name:52s} {r['error'][:70]}")
+            continue
+        s = r.get("step_s", r.get("seconds"))
+        ratio = f"{base / s:.2f}x" if base and "step_s" in r else ""
+        fits = "fits" if r.get("fits_a6000") else "NO"
+        print(f"{name:52s} {s:8.3f} {r['alloc_gib']:6.1f} {r['reserved_gib']:6.1f} {fits:>6s} {ratio:>8s}")
+        if "validation_reserved_gib" in r:
+            print(f"{'  validation round':52s} {r['validation_s']:8.1f} {r['validation_alloc_gib']:6.1f} "
+                  f"{r['validation_reserved_gib']:6.1f} {'fits' if r['validation_fits_a6000'] else 'NO':>6s}")
 
 
 if __name__ == "__main__":

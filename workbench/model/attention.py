@@ -96,9 +96,30 @@ class CogVideoXAttention:
         return hidden_states, encoder_hidden_states
 
 
+FLASH4_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def kernel_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.dtype:
+    """The one dtype a fused attention kernel gets q, k and v in, as PyTorch's SDPA gets them.
+
+    Under autocast SDPA is a lower-precision op: autocast casts q, k and v to the autocast dtype before the
+    kernel runs. A kernel called directly gets no such cast, and in CogVideoX's blocks the tensors differ:
+    ``to_v`` (a Linear) returns bf16 under autocast while ``norm_q``/``norm_k`` (LayerNorm, an fp32 op under
+    autocast) return float32. So: the autocast dtype where autocast is on for these tensors' device, else
+    their common dtype (a bf16 or fp16 model without autocast: inference).
+    """
+    device_type = value.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    dtypes = {query.dtype, key.dtype, value.dtype}
+    if len(dtypes) > 1:
+        raise TypeError(f"attention inputs in {sorted(map(str, dtypes))} outside autocast; the kernel takes one dtype")
+    return value.dtype
+
+
 class Flash4Attention(CogVideoXAttention):
     """FlashAttention-4 for the attention call. ``flash_fn`` (tests) stands in for ``flash_attn.cute``'s
-    ``flash_attn_func``: (B, S, H, D) tensors in, ``(out, lse)`` out."""
+    ``flash_attn_func``: (B, S, H, D) tensors of one dtype, bf16 or fp16, in; ``(out, lse)`` out."""
 
     def __init__(self, flash_fn: Callable | None = None):
         if flash_fn is None:
@@ -106,16 +127,36 @@ class Flash4Attention(CogVideoXAttention):
         self.flash_fn = flash_fn
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        # FlashAttention-4 asserts one dtype for q, k, v (flash_attn/cute/interface.py, _flash_attn_fwd) and
+        # takes bf16/fp16 only; it is not an autocast op, so the cast SDPA gets from autocast is done here.
+        dtype = kernel_dtype(query, key, value)
+        if dtype not in FLASH4_DTYPES:
+            raise TypeError(f"FlashAttention-4 takes bf16 or fp16, and this model computes attention in {dtype}: "
+                            "train with precision bf16-mixed (or a bf16 model), or use attention: sdpa")
+        query, key, value = (t.to(dtype) for t in (query, key, value))
         # (B, H, S, D) views of CogVideoX's projections; FlashAttention-4 takes (B, S, H, D) and reads the
-        # transposed views without a copy.
+        # transposed views without a copy (their last dimension is contiguous).
         out = self.flash_fn(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))[0]
         return out.transpose(1, 2)
 
 
-def set_attention(transformer, name: str, device: torch.device | str | None = None) -> str:
+def set_attention(transformer, name: str, device: torch.device | str | None = None,
+                  compute_dtype: torch.dtype | None = None) -> str:
     """Install the attention kernel ``name`` on every block of ``transformer``; returns the one in use (and
-    prints the note when ``auto`` falls back)."""
+    prints the note when ``auto`` falls back).
+
+    ``compute_dtype``: the dtype attention computes in (the autocast dtype of a mixed-precision run; default:
+    the transformer's own dtype). FlashAttention-4 takes bf16 or fp16 only, so ``flash4`` with float32 is a
+    UserError here rather than an assertion inside the kernel at the first step; ``auto`` then uses SDPA.
+    """
     chosen, note = resolve_attention(name, device)
+    compute_dtype = compute_dtype or transformer.dtype
+    if chosen == "flash4" and compute_dtype not in FLASH4_DTYPES:
+        if name == "flash4":
+            raise UserError(f"attention=flash4: FlashAttention-4 takes bf16 or fp16 and this model computes in "
+                            f"{str(compute_dtype).removeprefix('torch.')}: use precision bf16-mixed (training) or "
+                            "dtype bf16 (eval/generate), or attention: sdpa")
+        chosen, note = "sdpa", f"attention: auto uses PyTorch SDPA (FlashAttention-4 takes bf16/fp16, not {compute_dtype})"
     if note:
         print(f"[workbench] {note}", flush=True)
     if chosen == "flash4":

@@ -28,6 +28,12 @@ from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
 from workbench.model.text import caption_token_count, encode_prompts
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype the transformer's matmuls and attention compute in under Lightning's ``precision``
+    (None for full precision: the weights' own dtype)."""
+    return {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
+
+
 SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
@@ -133,7 +139,8 @@ class CogVideoXModule(L.LightningModule):
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
         trainer = getattr(self, "_trainer", None)
-        set_attention(c.transformer, hp.attention, trainer.strategy.root_device if trainer is not None else None)
+        set_attention(c.transformer, hp.attention, trainer.strategy.root_device if trainer is not None else None,
+                      compute_dtype=autocast_dtype(trainer.precision) if trainer is not None else None)
         if hp.gradient_checkpointing:
             enable_partial_checkpointing(c.transformer, hp.checkpoint_fraction)
         if hp.compile_blocks:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers.clips import shape_clip
 
-from workbench.data.check import check_dataset, model_max_text_len
+from workbench.data.check import check_dataset
+from workbench.model.families import family_of_model
 from workbench.data.validate import UNUSABLE, nearest_bucket, validate_entries
 from workbench.data.batching import BucketBatchSampler
 from workbench.data.manifest import Entry, ManifestError, read_manifest
@@ -83,7 +84,7 @@ EXPECTED = {  # manifest line -> (file, code)
 
 @pytest.fixture(scope="module")
 def messy_report(messy, tiny_model_dir):
-    max_len = model_max_text_len(str(tiny_model_dir))
+    max_len = family_of_model(str(tiny_model_dir)).text_len
     assert max_len == 32  # the tiny transformer's max_text_seq_length
     return check_dataset(messy, **RECIPE, tokenizer=str(tiny_model_dir), max_text_len=max_len, jobs=2, progress=False)
 

@@ -9,7 +9,6 @@ from diffusers import CogVideoXDPMScheduler
 from workbench.model.objective import (
     diffusion_loss,
     loss_weights,
-    rotary_embeddings,
     sample_timesteps,
     v_to_x0,
     weighted_x0_loss,
@@ -92,13 +91,6 @@ def test_diffusion_loss_on_tiny_transformer(tiny_model_dir, scheduler):
     w = 1 / (1 - scheduler.alphas_cumprod[t].float())
     expected = (((x0 - latents) ** 2).flatten(1).mean(1) * w).mean()
     torch.testing.assert_close(loss, expected)
-    assert rotary_embeddings(net.config, 3, 8, 8, "cpu") is None  # 2B-style: sincos positions
+    from workbench.model.families import family_of_configs
 
-
-def test_rotary_embeddings_for_5b_style_config():
-    from types import SimpleNamespace
-
-    cfg = SimpleNamespace(use_rotary_positional_embeddings=True, patch_size=2, patch_size_t=None,
-                          sample_width=90, sample_height=60, attention_head_dim=64)
-    cos, sin = rotary_embeddings(cfg, 13, 60, 90, "cpu")
-    assert cos.shape == sin.shape == (13 * 30 * 45, 64)
+    assert family_of_configs(net.config).rotary_embeddings(3, 8, 8, "cpu") is None  # 2B-style: sincos positions

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from workbench.common import is_hub_id
 from workbench.train.cli import RecipeError, read_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -40,8 +41,12 @@ def test_recipe_resolves_and_builds(recipe: Path, sample_data_dir, store):
     assert config["model"]["mode"] in ("lora", "full")
     module = CogVideoXModule(**config["model"])
     assert module.transformer is None  # nothing loaded: configure_model does that
-    data = VideoDataModule(**{**config["data"], "root": str(sample_data_dir)})
-    assert data.hparams.num_frames == config["data"]["num_frames"]
+    # The data follows the model's family; a released model's hub id names its family offline, a local name
+    # (built by the caller, as tiny-cogvideox or the shapes miniature) stands for the 2B family here.
+    model = config["data"]["model"]
+    assert model == config["model"]["model"]  # linked from model.model
+    data = VideoDataModule(**{**config["data"], "root": str(sample_data_dir), "model": model if is_hub_id(model) else None})
+    assert data.hparams.num_frames == (config["data"]["num_frames"] or data.family.native.num_frames)
     trainer = config["trainer"]
     for spec in trainer.get("callbacks") or []:
         _build(spec)

@@ -56,20 +56,19 @@ def run_sample(ns: argparse.Namespace) -> int:
 
 def run_check(ns: argparse.Namespace) -> int:
     """0 clean or warnings only, 1 errors, 2 usage errors."""
-    from workbench.data.check import DEFAULT_MAX_TEXT_LEN, check_dataset, model_max_text_len, safe_text
-    from workbench.model.video_shape import (
-        DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH, check_frame_count, check_resolution,
-    )
+    from workbench.common import UserError
+    from workbench.data.check import check_dataset, safe_text
+    from workbench.train.datamodule import data_family
 
-    settings = {"num_frames": DEFAULT_NUM_FRAMES, "fps": DEFAULT_FPS, "height": DEFAULT_HEIGHT,
-                "width": DEFAULT_WIDTH, "buckets": None}
-    model = ns.model
+    settings = {"num_frames": None, "fps": None, "height": None, "width": None, "buckets": None}
+    model, family = ns.model, "auto"
     if ns.recipe:
         from workbench.train.cli import read_recipe
 
         recipe = read_recipe(ns.recipe)
         settings = {k: recipe["data"][k] for k in settings}
         model = model or recipe["model"]["model"]
+        family = recipe["model"].get("family", "auto")
     for key in ("num_frames", "fps", "height", "width"):
         if getattr(ns, key) is not None:
             settings[key] = getattr(ns, key)
@@ -78,13 +77,16 @@ def run_check(ns: argparse.Namespace) -> int:
         print(f"error: {root}: dataset folder not found", file=sys.stderr)
         return 2
     try:
-        check_frame_count(settings["num_frames"])
+        fam = data_family(model, family)  # the model's family: its native clip fills what is not set
+        for key in ("num_frames", "fps", "height", "width"):
+            settings[key] = getattr(fam.native, key) if settings[key] is None else settings[key]
+        fam.check_clip(settings["num_frames"], where="data")
         for h, w in settings["buckets"] or [(settings["height"], settings["width"])]:
-            check_resolution(h, w)
-    except ValueError as e:
+            fam.check_clip(None, h, w, where="data")
+    except (ValueError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    max_text_len = ns.max_text_len or (model_max_text_len(model) if model else DEFAULT_MAX_TEXT_LEN)
+    max_text_len = ns.max_text_len or fam.text_len
     report = check_dataset(root, settings["num_frames"], settings["fps"], settings["height"], settings["width"],
                            tokenizer=model, max_text_len=max_text_len, buckets=settings["buckets"], jobs=ns.jobs,
                            timeout=ns.timeout)

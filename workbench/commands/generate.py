@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--height", type=int, help="multiple of 16 (default: the model's, 480)")
     p.add_argument("--width", type=int, help="multiple of 16 (default: the model's, 720)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--fps", type=float, default=None, help="frames per second of the mp4 (default: the model family's, 8 or 16)")
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=sorted(DTYPE_NAMES), help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--compile", action="store_true",

@@ -118,15 +118,6 @@ def load_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
 
 
-def model_max_text_len(model: str) -> int:
-    """``max_text_seq_length`` from a local model's transformer config, else CogVideoX's 226."""
-    config = Path(model) / "transformer" / "config.json"
-    try:
-        return int(json.loads(config.read_text())["max_text_seq_length"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_MAX_TEXT_LEN
-
-
 def _manifest_issue(root: Path, error: ManifestError) -> Issue:
     cause = error.__cause__
     if isinstance(cause, UnicodeDecodeError):

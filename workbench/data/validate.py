@@ -29,7 +29,6 @@ UNUSABLE = frozenset({
     "missing_caption", "caption_not_utf8", "check_failed",
 })
 
-DEFAULT_MAX_TEXT_LEN = 226  # CogVideoX's max_text_seq_length
 
 
 @dataclass

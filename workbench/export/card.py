@@ -16,6 +16,10 @@ BASE_LICENSES = {
                            "license_link": "https://huggingface.co/THUDM/CogVideoX-5b/blob/main/LICENSE"},
     "zai-org/cogvideox-5b": {"license": "other", "license_name": "cogvideox-license",
                              "license_link": "https://huggingface.co/zai-org/CogVideoX-5b/blob/main/LICENSE"},
+    "thudm/cogvideox1.5-5b": {"license": "other", "license_name": "cogvideox-license",
+                              "license_link": "https://huggingface.co/THUDM/CogVideoX1.5-5B/blob/main/LICENSE"},
+    "zai-org/cogvideox1.5-5b": {"license": "other", "license_name": "cogvideox-license",
+                                "license_link": "https://huggingface.co/zai-org/CogVideoX1.5-5B/blob/main/LICENSE"},
 }
 
 
@@ -26,8 +30,9 @@ def strip_front_matter(text: str) -> str:
 
 def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str | None, title: str,
                load_from: str, lora: dict | None, recipe: str | None, dataset_card: str | None,
-               metrics: dict[str, float], lineage: list[str], max_text_len: int) -> tuple[str, bool]:
-    """README.md with hub front matter. Returns (text, license_known)."""
+               metrics: dict[str, float], lineage: list[str], family) -> tuple[str, bool]:
+    """README.md with hub front matter. Returns (text, license_known). ``family``: the base model's
+    (workbench.model.families), which names the pipeline class, the native clip and the text length."""
     import yaml
 
     hub_base = base_model_id or (base_model if is_hub_id(base_model) else None)
@@ -38,7 +43,7 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
     meta["library_name"] = "diffusers"
     meta.update(license_meta or {"license": "other"})
     meta["pipeline_tag"] = "text-to-video"
-    meta["tags"] = ["text-to-video", "cogvideox", mode, "diffusers-training"]
+    meta["tags"] = ["text-to-video", "cogvideox", family.name, mode, "diffusers-training"]
     # A local base directory means nothing to someone who downloads the card: name a placeholder and say
     # what it stands for (pass --base-model-id to name the hub model it is a copy of).
     base_ref = hub_base or "PATH/TO/BASE_MODEL"
@@ -51,7 +56,9 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
         lines += ["License: `other`: the base model's license is not known to the exporter; state it "
                   "here before publishing.", ""]
 
-    lines += ["## Files", ""]
+    lines += ["## Base model", ""]
+    lines += [f"- {key}: {value}" for key, value in family.card_facts().items()]
+    lines += ["", "## Files", ""]
     if lora:
         lines.append(f"- `{LORA_WEIGHT_NAME}`: the LoRA adapter of the transformer (rank {lora['rank']}, "
                      f"alpha {lora['alpha']}, targets {', '.join(lora['targets'])}) in diffusers format.")
@@ -62,18 +69,21 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
     lines.append(f"- `{MARKER}`: file list with sha256 checksums and the training lineage.")
     lines.append("")
 
-    call = (f'video = pipe("a red circle moving from left to right", num_inference_steps=50, guidance_scale=6.0,\n'
-            f'             max_sequence_length={max_text_len}).frames[0]\n'
-            f'export_to_video(video, "video.mp4", fps=8)')
-    head = "import torch\nfrom diffusers import CogVideoXPipeline\nfrom diffusers.utils import export_to_video\n\n"
+    clip = family.native
+    pipeline = family.pipeline_class
+    call = (f'video = pipe("a red circle moving from left to right", num_frames={clip.num_frames}, '
+            f'height={clip.height}, width={clip.width},\n'
+            f'             num_inference_steps=50, guidance_scale=6.0, max_sequence_length={family.text_len}).frames[0]\n'
+            f'export_to_video(video, "video.mp4", fps={clip.fps:g})')
+    head = f"import torch\nfrom diffusers import {pipeline}\nfrom diffusers.utils import export_to_video\n\n"
     lines += ["## Usage", ""]
     if merged:
-        lines += ["```python", head + f'pipe = CogVideoXPipeline.from_pretrained("{load_from}", '
+        lines += ["```python", head + f'pipe = {pipeline}.from_pretrained("{load_from}", '
                   f"torch_dtype=torch.bfloat16).to(\"cuda\")\n" + call, "```", ""]
     if lora:
         if merged:
             lines += ["Or load the adapter on top of the base model:", ""]
-        lines += ["```python", head + f'pipe = CogVideoXPipeline.from_pretrained("{base_ref}", '
+        lines += ["```python", head + f'pipe = {pipeline}.from_pretrained("{base_ref}", '
                   f'torch_dtype=torch.bfloat16).to("cuda")\npipe.load_lora_weights("{load_from}")\n' + call,
                   "```", ""]
         if not hub_base:

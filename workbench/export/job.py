@@ -26,6 +26,7 @@ from workbench.export.directory import EXPORT_FORMAT, MARKER, install, prepare_t
 from workbench.export.publish import default_registered_name, log_and_register, push_to_hub
 from workbench.export.weights import merge_lora, save_lora, save_merged_pipeline
 from workbench.model.checkpoint import TrainedCheckpoint, load_finetuned, read_checkpoint
+from workbench.model.families import family_of_model
 from workbench.tracking.runs import resolve_checkpoint
 from workbench.tracking.store import absolute_uri, resolve_tracking_uri
 
@@ -98,7 +99,7 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
             load_from=hub_repo or str(out), lora=lora,
             recipe=_read_optional(ckpt.run_dir / "config.yaml" if ckpt.run_dir else None),
             dataset_card=_dataset_card(ckpt), metrics=metrics, lineage=lineage,
-            max_text_len=transformer.config.max_text_seq_length)
+            family=family_of_model(base))
         if not license_known:
             unnamed = "" if base_model_id or is_hub_id(base) else \
                 " and names no base_model (pass --base-model-id if it is a local copy of a hub model)"

@@ -9,8 +9,6 @@ loss = mean(w_t * (x0_hat - x0)^2) with w_t = 1 / (1 - alphas_cumprod[t]).
 from __future__ import annotations
 
 import torch
-from diffusers.models.embeddings import get_3d_rotary_pos_embed
-from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
 
 def sample_timesteps(batch_size: int, num_train_timesteps: int, generator: torch.Generator | None = None,
@@ -39,45 +37,30 @@ def weighted_x0_loss(x0_pred: torch.Tensor, x0: torch.Tensor, weights: torch.Ten
     return per_sample.mean()
 
 
-def rotary_embeddings(transformer_config, latent_frames: int, latent_height: int, latent_width: int,
-                      device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """3D RoPE for models that use it (CogVideoX-5B); ``None`` for sincos models (2B).
-
-    Mirrors ``CogVideoXPipeline._prepare_rotary_positional_embeddings`` so training and sampling agree.
-    """
-    if not transformer_config.use_rotary_positional_embeddings:
-        return None
-    p = transformer_config.patch_size
-    p_t = transformer_config.patch_size_t
-    grid_h, grid_w = latent_height // p, latent_width // p
-    base_w, base_h = transformer_config.sample_width // p, transformer_config.sample_height // p
-    if p_t is None:
-        crops = get_resize_crop_region_for_grid((grid_h, grid_w), base_w, base_h)
-        return get_3d_rotary_pos_embed(
-            embed_dim=transformer_config.attention_head_dim, crops_coords=crops, grid_size=(grid_h, grid_w),
-            temporal_size=latent_frames, device=device,
-        )
-    return get_3d_rotary_pos_embed(
-        embed_dim=transformer_config.attention_head_dim, crops_coords=None, grid_size=(grid_h, grid_w),
-        temporal_size=(latent_frames + p_t - 1) // p_t, grid_type="slice", max_size=(base_h, base_w),
-        device=device,
-    )
-
-
 def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor,
                    noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """One CogVideoX training loss for ``latents`` (B, F, C, H, W), already scaled by the VAE factor.
+                   generator: torch.Generator | None = None, family=None) -> torch.Tensor:
+    """One CogVideoX training loss for ``latents`` (B, F, C, H, W), already scaled by the VAE factor and with
+    the frame count the transformer takes (``family.pad_latent_frames``: CogVideoX1.5 patches frame pairs).
 
-    ``noise``/``timesteps`` may be fixed by the caller (validation uses a seeded fixed draw).
+    ``noise``/``timesteps`` may be fixed by the caller (validation uses a seeded fixed draw). ``family``
+    (workbench.model.families) gives the rotary grid; default: the family of the transformer's config.
     """
+    if family is None:
+        from workbench.model.families import family_of_configs
+
+        family = family_of_configs(transformer.config)
     b, f, _, h, w = latents.shape
+    p_t = transformer.config.patch_size_t
+    if p_t is not None and f % p_t:
+        raise ValueError(f"{f} latent frames: this transformer patches {p_t} frames at a time; pad them first "
+                         "(ModelFamily.pad_latent_frames), as the pipeline does")
     if timesteps is None:
         timesteps = sample_timesteps(b, scheduler.config.num_train_timesteps, generator).to(latents.device)
     if noise is None:
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    rotary = rotary_embeddings(transformer.config, f, h, w, latents.device)
+    rotary = family.rotary_embeddings(f, h, w, latents.device)
     v = transformer(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=timesteps,
                     image_rotary_emb=rotary, return_dict=False)[0]
     x0_pred = v_to_x0(scheduler.alphas_cumprod, v, noisy, timesteps)

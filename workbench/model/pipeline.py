@@ -66,17 +66,18 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
 def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str | None = None,
                    negative_prompt: str | None = None, steps: int = 50, guidance: float = 6.0,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
-                   seed: int = 42, fps: int = 8, lora_scale: float = 1.0, device: str | None = None,
+                   seed: int = 42, fps: float | None = None, lora_scale: float = 1.0, device: str | None = None,
                    dtype: str | None = None, progress: bool = True, compile: bool = False,
                    attention: str = "sdpa") -> Path:
-    """Render ``prompt`` to ``out`` (mp4). Frames/size default to the model's training size
-    (transformer config: 49 frames at 480x720 for CogVideoX-2b)."""
+    """Render ``prompt`` to ``out`` (mp4). Frames, size and fps default to the model family's native clip (49
+    frames at 8 fps, 480x720 for CogVideoX-2B and 5B; 81 frames at 16 fps, 768x1360 for CogVideoX1.5-5B)."""
     import torch
     from diffusers.utils import export_to_video
 
+    from workbench.model.families import FamilyError, family_of_pipeline
     from workbench.model.video_shape import check_frame_count, check_resolution
 
-    try:  # explicit sizes are checked before loading; the model's own defaults are valid
+    try:  # explicit sizes are checked before loading against the rules every family shares
         if frames is not None:
             check_frame_count(frames)
         if height is not None or width is not None:
@@ -84,15 +85,19 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     except ValueError as e:
         raise GenerateError(str(e)) from None
     pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
-    cfg = pipe.transformer.config
-    frames = frames or cfg.sample_frames
-    height = height or cfg.sample_height * pipe.vae_scale_factor_spatial
-    width = width or cfg.sample_width * pipe.vae_scale_factor_spatial
+    family = family_of_pipeline(pipe)
+    native = family.native
+    frames, height, width = frames or native.num_frames, height or native.height, width or native.width
+    fps = fps or native.fps
+    try:
+        family.check_clip(frames, height, width)
+    except FamilyError as e:
+        raise GenerateError(str(e)) from None
     pipe.set_progress_bar_config(disable=not progress)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     video = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                  guidance_scale=guidance, num_frames=frames, height=height, width=width, generator=generator,
-                 max_sequence_length=cfg.max_text_seq_length, output_type="np",
+                 max_sequence_length=family.text_len, output_type="np",
                  attention_kwargs={"scale": lora_scale} if lora is not None else None).frames[0]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
-"""Build a tiny random CogVideoX and save it in the standard diffusers layout.
+"""Build a tiny random CogVideoX of each family and save it in the standard diffusers layout.
 
-Tests and the CPU quickstart load it back through the same ``from_pretrained`` path as the real
-model. The transformer keeps the 2B architecture (sincos positions, same block types) at toy
-widths; the tokenizer is a T5-style Unigram model built locally (no hub access needed).
+Tests load them back through the same ``from_pretrained`` path as the real models. Each keeps its family's
+architecture at toy widths and changes from the 2B one only what the released configs change
+(``FAMILY_CHANGES``): 5B adds rotary positions, VAE scaling 0.7 and the scheduler's snr_shift_scale 1.0
+; 1.5-5B adds ``patch_size_t=2``, ``patch_bias=False`` and the VAE's
+``invert_scale_latents``. The tokenizer is a T5-style Unigram model built locally (no hub access needed).
 """
 
 from __future__ import annotations
@@ -78,8 +80,25 @@ def t5_style_tokenizer(out_dir: Path, words: tuple[str, ...] | list[str] = _WORD
     return tokenizer
 
 
-def build_tiny_pipeline(seed: int = 0) -> CogVideoXPipeline:
-    """A randomly initialised CogVideoX pipeline small enough to train on a CPU in seconds."""
+# What each family's released configs change against CogVideoX-2b's (diffusers
+# scripts/convert_cogvideox_to_diffusers.py and the hub configs): transformer, VAE, scheduler keys.
+FAMILY_CHANGES = {
+    "cogvideox-2b": ({}, {}, {}),
+    "cogvideox-5b": ({"use_rotary_positional_embeddings": True}, {"scaling_factor": 0.7}, {"snr_shift_scale": 1.0}),
+    # 1.5's released sample_height/width bound a larger rotary canvas than its training clip: 16 x 16 here
+    "cogvideox1.5-5b": ({"use_rotary_positional_embeddings": True, "patch_size_t": 2, "patch_bias": False,
+                         "sample_height": 16, "sample_width": 16},
+                        {"scaling_factor": 0.7, "invert_scale_latents": True}, {"snr_shift_scale": 1.0}),
+}
+# Every family ships CogVideoXDDIMScheduler for sampling (scripts/convert_cogvideox_to_diffusers.py; the 5B's
+# snr_shift_scale is 1.0); training uses CogVideoXDPMScheduler from the same config (workbench.model.loading).
+
+
+def build_tiny_pipeline(seed: int = 0, family: str = "cogvideox-2b") -> CogVideoXPipeline:
+    """A randomly initialised CogVideoX pipeline of ``family``, small enough to train on a CPU in seconds."""
+    if family not in FAMILY_CHANGES:
+        raise ValueError(f"family={family!r}: choose one of {', '.join(FAMILY_CHANGES)}")
+    transformer_changes, vae_changes, scheduler_changes = FAMILY_CHANGES[family]
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = t5_style_tokenizer(Path(tmp))
@@ -96,21 +115,12 @@ def build_tiny_pipeline(seed: int = 0) -> CogVideoXPipeline:
             decoder_start_token_id=tokenizer.pad_token_id,
         )
     )
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=4,
-        attention_head_dim=16,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=32,
-        text_embed_dim=32,
-        num_layers=2,
-        sample_width=8,
-        sample_height=8,
-        sample_frames=9,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=TINY_MAX_TEXT_LEN,
-    )
+    transformer = CogVideoXTransformer3DModel(**{
+        **dict(num_attention_heads=4, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=32,
+               text_embed_dim=32, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+               temporal_compression_ratio=4, max_text_seq_length=TINY_MAX_TEXT_LEN),
+        **transformer_changes,
+    })
     vae = AutoencoderKLCogVideoX(
         in_channels=3,
         out_channels=3,
@@ -123,8 +133,9 @@ def build_tiny_pipeline(seed: int = 0) -> CogVideoXPipeline:
         temporal_compression_ratio=4,
         sample_height=64,
         sample_width=64,
+        **vae_changes,
     )
-    scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER)
+    scheduler = CogVideoXDDIMScheduler(**{**COGVIDEOX_2B_SCHEDULER, **scheduler_changes})
     return CogVideoXPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
@@ -135,8 +146,8 @@ def is_tiny_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "model_index.json").is_file() and (Path(path) / ".complete").is_file()
 
 
-def save_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Build the tiny pipeline and save it to ``out_dir`` (diffusers layout, safetensors).
+def save_tiny_model(out_dir: str | os.PathLike, seed: int = 0, family: str = "cogvideox-2b") -> Path:
+    """Build the tiny pipeline of ``family`` and save it to ``out_dir`` (diffusers layout, safetensors).
 
     Written into a sibling temp directory and renamed, so an interrupted build never leaves a
     directory that looks complete.
@@ -146,8 +157,8 @@ def save_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    build_tiny_pipeline(seed).save_pretrained(tmp, safe_serialization=True)
-    (tmp / ".complete").write_text(json.dumps({"builder": "workbench.model.tiny", "seed": seed}))
+    build_tiny_pipeline(seed, family).save_pretrained(tmp, safe_serialization=True)
+    (tmp / ".complete").write_text(json.dumps({"builder": "workbench.model.tiny", "seed": seed, "family": family}))
     if out.exists():
         import shutil
 

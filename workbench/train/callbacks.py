@@ -15,17 +15,29 @@ from workbench.tracking.runs import mlflow_logger, run_dir
 class ValidationVideos(L.Callback):
     """Generate videos for fixed prompts at validation and log them as mp4 artifacts.
 
-    With several processes each renders its share of the prompts (prompt i on rank i mod N)."""
+    With several processes each renders its share of the prompts (prompt i on rank i mod N). ``num_frames``,
+    ``height``, ``width`` and ``fps`` default to the model family's native clip; a clip the family cannot take
+    is a one-line error when training starts, not after the first validation."""
 
     def __init__(self, prompts: list[str], num_inference_steps: int = 50, guidance_scale: float = 6.0,
-                 num_frames: int = 49, height: int = 480, width: int = 720, fps: int = 8, seed: int = 42,
-                 every_n_validations: int = 1):
+                 num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                 fps: float | None = None, seed: int = 42, every_n_validations: int = 1):
         self.prompts = list(prompts)
-        self.kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                           num_frames=num_frames, height=height, width=width)
+        self.steps, self.guidance_scale = num_inference_steps, guidance_scale
+        self.clip = dict(num_frames=num_frames, height=height, width=width)
         self.fps, self.seed, self.every = fps, seed, every_n_validations
         self._validations = 0
         self.last_paths: list[Path] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        native = pl_module.family.native
+        self.clip = {k: getattr(native, k) if v is None else v for k, v in self.clip.items()}
+        self.fps = native.fps if self.fps is None else self.fps
+        pl_module.family.check_clip(**self.clip, where="ValidationVideos")
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(num_inference_steps=self.steps, guidance_scale=self.guidance_scale, **self.clip)
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:

@@ -24,6 +24,11 @@ class ResumableCLI(LightningCLI):
     (before building anything) and continues the MLflow run recorded in it: the workbench MLflow logger gets
     ``resume_run_id`` and ``resume_step`` unless the command line names a ``run_id``."""
 
+    def add_arguments_to_parser(self, parser) -> None:
+        # The data follows the model's family (its native clip, its clip rules): the model is given once.
+        parser.link_arguments("model.model", "data.model")
+        parser.link_arguments("model.family", "data.family")
+
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")

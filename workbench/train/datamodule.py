@@ -38,9 +38,7 @@ from torch.utils.data import DataLoader
 from workbench.data.batching import BucketBatchSampler, GlobalBatchSampler, ResumableDataLoader
 from workbench.data.dataset import ON_BAD_SAMPLE, SampleError, VideoCaptionDataset, collate
 from workbench.data.manifest import Entry, find_manifest, read_manifest, refuse_paths_outside_root
-from workbench.model.video_shape import (
-    DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH, check_frame_count, check_resolution,
-)
+from workbench.model.families import ModelFamily, family_class, family_of_model
 
 SKIPPED_FILE = "skipped_samples.json"
 
@@ -54,6 +52,12 @@ class VideoDataModule(L.LightningDataModule):
     samples (``val_root``, ``val_split``) tell over-fitting apart from fitting.
 
     Args:
+        model: the model the data is for (linked from ``model.model`` by ``workbench fit``; hub id or diffusers
+            directory): its family (workbench.model.families) gives the clip rules and the defaults below.
+        family: linked from ``model.family`` (``auto``: read from the model).
+        num_frames, height, width, fps: the clip; None (default) takes the family's native clip (49 frames at
+            8 fps, 480x720 for CogVideoX-2B and 5B; 81 at 16 fps, 768x1360 for CogVideoX1.5-5B). A clip the
+            family cannot take (50 frames; 770 px) is a one-line error with the fix.
         on_bad_sample: ``error`` (stop on a bad sample) or ``skip`` (drop and report it); see the module doc.
         buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
             Combines with ``cache``: each clip is encoded at its bucket, the cache records it, batches hold one
@@ -67,9 +71,9 @@ class VideoDataModule(L.LightningDataModule):
             one process per node; with several GPUs run ``torchrun ... workbench.cli prepare`` first).
     """
 
-    def __init__(self, root: str = "datasets/sample", num_frames: int = DEFAULT_NUM_FRAMES,
-                 height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, fps: float | None = DEFAULT_FPS,
-                 batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
+    def __init__(self, root: str = "datasets/sample", model: str | None = None, family: str = "auto",
+                 num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                 fps: float | None = None, batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
                  val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
                  buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
                  cache: str | None = None, val_split: int = 0):
@@ -80,18 +84,28 @@ class VideoDataModule(L.LightningDataModule):
         if cache is not None and val_root is not None:
             raise ValueError("data.cache trains and validates from one `workbench prepare` cache: drop data.val_root "
                              "(hold samples out with data.val_split, or validation uses the first val_samples)")
-        check_frame_count(num_frames)
-        check_resolution(height, width)
+        if model is not None:
+            from workbench.model.loading import absolute_if_local
+
+            model = absolute_if_local(model)  # as the module records it (Lightning merges both hparams)
+        fam = data_family(model, family)
+        native = fam.native
+        num_frames = native.num_frames if num_frames is None else num_frames
+        height = native.height if height is None else height
+        width = native.width if width is None else width
+        fps = native.fps if fps is None else fps
+        fam.check_clip(num_frames, height, width, where="data")
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"on_bad_sample={on_bad_sample!r}: choose one of {', '.join(ON_BAD_SAMPLE)}")
         if buckets is not None:
             if not buckets:
                 raise ValueError("buckets=[]: give at least one [height, width], or null for a single size")
             for h, w in buckets:
-                check_resolution(h, w)
+                fam.check_clip(None, h, w, where=f"data.buckets [{h}, {w}]")
         find_manifest(Path(root))  # fail before a run is created, not after
         root = str(Path(root).resolve())  # recorded absolute, so exports find the dataset card from anywhere
         self.save_hyperparameters()
+        self.family = fam
         self.skipped: list[dict] = []
         self._checked: dict[str, tuple[list[Entry], list[tuple[int, int]] | None]] = {}
         self._skipped_path: Path | None = None
@@ -121,7 +135,7 @@ class VideoDataModule(L.LightningDataModule):
             return Path(hp.cache)
         from workbench.data.cache import auto_cache_dir
 
-        return auto_cache_dir(hp.root, self.trainer.lightning_module.hparams.model, hp.num_frames, hp.height,
+        return auto_cache_dir(hp.root, self._model(), hp.num_frames, hp.height,
                               hp.width, hp.fps, hp.buckets)
 
     def prepare_data(self) -> None:
@@ -137,7 +151,7 @@ class VideoDataModule(L.LightningDataModule):
             return
         module = self.trainer.lightning_module
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
-        prepare_cache(module.hparams.model, hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
+        prepare_cache(self._model(), hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
                       device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling,
                       buckets=hp.buckets)
         import gc
@@ -153,8 +167,7 @@ class VideoDataModule(L.LightningDataModule):
         from workbench.data.cache import CachedLatentDataset, cache_key, read_index
 
         hp = self.hparams
-        trainer = self._trainer_or_none()
-        model = trainer.lightning_module.hparams.model if trainer is not None else None
+        model = self._model()
         expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets) if model else None
         cache = self._cache_dir()
         index = read_index(cache)
@@ -176,6 +189,13 @@ class VideoDataModule(L.LightningDataModule):
                                            entries=held_out if hp.val_split else entries[: hp.val_samples])
         if hp.on_bad_sample == "skip":
             self._write_skipped()
+
+    def _model(self) -> str | None:
+        """The model the data is for: ``data.model`` (linked from ``model.model``), else the module's."""
+        if self.hparams.model is not None:
+            return self.hparams.model
+        trainer = self._trainer_or_none()
+        return trainer.lightning_module.hparams.model if trainer is not None else None
 
     def _split(self, entries: list) -> list:
         """The last ``val_split`` entries (held out of training), after a check that some remain to train on."""
@@ -307,3 +327,24 @@ class VideoDataModule(L.LightningDataModule):
         trainer = self._trainer_or_none()
         return trainer is None or trainer.is_global_zero
 
+
+
+def data_family(model: str | None, family: str = "auto") -> ModelFamily:
+    """The family whose clip rules and native clip the data follows: ``model``'s (read from its configs),
+    the named one, or CogVideoX-2B's when neither is given (the datamodule built without a model)."""
+    if model is not None:
+        from workbench.common import is_hub_id
+        from workbench.model.families import family_of_hub_id
+        from workbench.model.loading import ModelNotFound, check_model_source
+
+        try:
+            check_model_source(model)
+        except ModelNotFound:
+            # a released model's hub id, offline and not cached: its family is known by name (data check and
+            # recipe checks work offline; loading the weights will say what is missing)
+            known = family_of_hub_id(model) if is_hub_id(model) else None
+            if known is None:
+                raise
+            return known
+        return family_of_model(model, name=family)
+    return family_class("cogvideox-2b" if family in (None, "auto") else family)({"max_text_seq_length": 226})

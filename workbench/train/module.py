@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from workbench.common import torch_dtype
 from workbench.model.adapters import add_lora
 from workbench.model.attention import set_attention
+from workbench.model.families import ModelFamily, family_of_configs
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
@@ -42,7 +43,10 @@ class CogVideoXModule(L.LightningModule):
     """Fine-tunes the CogVideoX transformer; the VAE and T5 stay frozen in eval mode.
 
     Args:
-        model: hub id (``THUDM/CogVideoX-2b``) or local directory in diffusers layout.
+        model: hub id (``THUDM/CogVideoX-2b``, ``THUDM/CogVideoX-5b``, ``THUDM/CogVideoX1.5-5B``) or local
+            directory in diffusers layout.
+        family: the model family (``cogvideox-2b``, ``cogvideox-5b``, ``cogvideox1.5-5b``; workbench.model.families),
+            or ``auto`` (default): read from the model's configs. A named family the model is not is an error.
         mode: ``lora`` (PEFT LoRA on the attention projections) or ``full``.
         frozen_dtype: dtype of the frozen weights (VAE, T5 and, in lora mode, the base transformer).
         caption_dropout: probability of training on the empty prompt (for classifier-free guidance).
@@ -68,6 +72,7 @@ class CogVideoXModule(L.LightningModule):
     def __init__(
         self,
         model: str = "THUDM/CogVideoX-2b",
+        family: str = "auto",
         mode: Literal["lora", "full"] = "lora",
         lora_rank: int = 64,
         lora_alpha: float = 64,
@@ -109,6 +114,7 @@ class CogVideoXModule(L.LightningModule):
         self.components: CogVideoXComponents | None = None
         self.transformer = self.vae = self.text_encoder = None
         self.vae_config: dict | None = None
+        self.family: ModelFamily | None = None
         # Checkpoints hold only what trains (see on_save_checkpoint); the frozen rest comes from `model`.
         self.strict_loading = False
         self._truncation_warned: set[str] = set()
@@ -124,10 +130,12 @@ class CogVideoXModule(L.LightningModule):
         frozen = torch_dtype(hp.frozen_dtype)
         if on_device:
             self._prepare_encoders(c)
+            self.vae_config = dict(c.vae.config)
         elif c.vae is not None:
             self.vae_config = dict(c.vae.config)
         elif self.vae_config is None:  # the scaling factor is all training from a cache needs of the VAE
             self.vae_config = AutoencoderKLCogVideoX.load_config(hp.model, subfolder="vae")
+        self.family = family_of_configs(c.transformer.config, self.vae_config, name=hp.family, where=hp.model)
         if hp.mode == "lora":
             freeze(c.transformer)
             c.transformer.to(frozen)
@@ -150,7 +158,6 @@ class CogVideoXModule(L.LightningModule):
         self.transformer = c.transformer
         if on_device:
             self.vae, self.text_encoder = c.vae, c.text_encoder
-            self.vae_config = c.vae.config
 
     def _prepare_encoders(self, c: CogVideoXComponents) -> None:
         frozen = torch_dtype(self.hparams.frozen_dtype)
@@ -204,10 +211,10 @@ class CogVideoXModule(L.LightningModule):
     # -- encoding ------------------------------------------------------------------------------
     @property
     def max_text_len(self) -> int:
-        return self.transformer.config.max_text_seq_length
+        return self.family.text_len
 
     def encode_prompts(self, captions: list[str]) -> torch.Tensor:
-        """T5 embeddings padded to the transformer's max_text_seq_length (226 for CogVideoX)."""
+        """T5 embeddings padded to the family's text length (226 in every released config)."""
         tok = self.components.tokenizer
         for c in captions:
             if c not in self._truncation_warned and caption_token_count(tok, c) > self.max_text_len:
@@ -258,11 +265,12 @@ class CogVideoXModule(L.LightningModule):
         return torch.stack(out)
 
     def draw_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W)."""
+        """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W), with the
+        latent frames the transformer takes (the family's padding: CogVideoX1.5 patches frame pairs)."""
         mean, logvar = moments.float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        latents = (mean + std * self.draw(generators, mean.shape[1:])) * self.vae_config["scaling_factor"]
-        return latents.permute(0, 2, 1, 3, 4).contiguous()
+        latents = (mean + std * self.draw(generators, mean.shape[1:])) * self.family.scaling_factor
+        return self.family.pad_latent_frames(latents.permute(0, 2, 1, 3, 4)).contiguous()
 
     def prompt_embeddings(self, batch: dict, drop: torch.Tensor) -> torch.Tensor:
         """T5 embeddings of the captions (cached or computed), the empty prompt where ``drop``."""
@@ -299,7 +307,7 @@ class CogVideoXModule(L.LightningModule):
         prompt_embeds = prompt_embeds.to(latents.dtype)  # a cache may hold them in another dtype (prepare --dtype)
         with self.attention_kernel():
             return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
-                                  noise=noise, timesteps=timesteps)
+                                  noise=noise, timesteps=timesteps, family=self.family)
 
     def attention_kernel(self):
         """The SDPA backend context the recipe asks for (a no-op when it asks for none)."""
@@ -345,10 +353,6 @@ class CogVideoXModule(L.LightningModule):
             out[f"val/loss_t{lo:03d}-{hi:03d}"] = self.batch_loss(
                 batch, self._fixed_generators(batch, "bucket", lo), timestep=centre, **common)
         return out
-
-    def validation_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """``val/loss`` alone (see ``validation_losses``)."""
-        return self.validation_losses(batch)["val/loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.validation_losses(batch)

@@ -1,0 +1,115 @@
+"""The base of every model family (``ModelFamily``), the clip type and the registry; see the package doc."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from workbench.common import UserError
+
+
+class FamilyError(UserError, ValueError):
+    """A recipe, suite or command asks a model family for what it cannot do (a clip size, a family name that
+    contradicts the model); the message names the rule and the fix."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip shape: frames at ``fps``, ``height`` x ``width`` pixels."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+
+    def __str__(self) -> str:
+        return f"{self.num_frames} frames at {self.fps:g} fps, {self.height}x{self.width}"
+
+
+class ModelFamily:
+    """The base family: CogVideoX-2B's rules, which every member shares unless its module overrides them.
+
+    An instance carries the model's own configs (``transformer_config``, ``vae_config``: dicts as saved in
+    diffusers layout), so the values that vary inside a family (text length, scaling factor) come from the
+    model, and the values that define the family (its native clip, its padding) from the module.
+    """
+
+    name: ClassVar[str] = "cogvideox"
+    title: ClassVar[str] = "CogVideoX"
+    hub_id: ClassVar[str] = ""
+    pipeline_class: ClassVar[str] = "CogVideoXPipeline"
+    native: ClassVar[Clip]
+    size_multiple: ClassVar[int] = 16  # VAE factor 8 x patch size 2
+    released_text_len: ClassVar[int] = 226  # the released transformer's max_text_seq_length
+    temporal_compression: ClassVar[int] = 4  # the causal VAE: 4k+1 frames -> k+1 latent frames
+
+    def __init__(self, transformer_config: Mapping[str, Any], vae_config: Mapping[str, Any] | None = None):
+        self.transformer_config = dict(transformer_config)
+        self.vae_config = dict(vae_config) if vae_config is not None else None
+
+    # -- which models are of this family ------------------------------------------------------------
+    @classmethod
+    def matches(cls, transformer_config: Mapping[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.title} family>"
+
+    # -- clips ---------------------------------------------------------------------------------------
+    def check_clip(self, num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                   where: str = "") -> None:
+        """Raise FamilyError naming the rule and the fix when this family cannot take the clip."""
+        at = f"{where}: " if where else ""
+        t = self.temporal_compression
+        if num_frames is not None and (num_frames < 1 or (num_frames - 1) % t):
+            lower = max(1, (num_frames - 1) // t * t + 1)
+            raise FamilyError(f"{at}num_frames={num_frames}: {self.title} needs {t}k+1 frames (its VAE compresses "
+                              f"time {t}x); use {lower} or {lower + t} (native: {self.native.num_frames})")
+        m = self.size_multiple
+        for side, value in (("height", height), ("width", width)):
+            if value is not None and (value < m or value % m):
+                lower = max(m, value // m * m)
+                raise FamilyError(f"{at}{side}={value}: {self.title} needs sides that are multiples of {m}; use "
+                                  f"{lower} or {lower + m} (native: {self.native.height}x{self.native.width})")
+
+    def latent_frames(self, num_frames: int) -> int:
+        return (num_frames - 1) // self.temporal_compression + 1
+
+    # -- text ----------------------------------------------------------------------------------------
+    @property
+    def text_len(self) -> int:
+        """T5 tokens per prompt (the transformer's ``max_text_seq_length``: 226 in every released diffusers config)."""
+        return int(self.transformer_config["max_text_seq_length"])
+
+    # -- latents -------------------------------------------------------------------------------------
+    @property
+    def scaling_factor(self) -> float:
+        """What the VAE's latents are multiplied by before the transformer sees them (1.15258426 for 2B, 0.7
+        for 5B and 1.5), as the pipelines divide by it before decoding."""
+        if self.vae_config is None:
+            raise RuntimeError(f"{self.title}: the VAE config was not read")
+        return float(self.vae_config["scaling_factor"])
+
+    def pad_latent_frames(self, latents):
+        """Latents (B, F, C, H, W) as the transformer takes them: unchanged for families that patch single
+        frames."""
+        return latents
+
+    def rotary_embeddings(self, latent_frames: int, latent_height: int, latent_width: int, device):
+        """The 3D rotary embedding of a latent grid, or None for a family with sincos positions (2B)."""
+        return None
+
+    # -- export --------------------------------------------------------------------------------------
+    def card_facts(self) -> dict[str, str]:
+        """What a model card says about the base model."""
+        return {"family": self.title, "pipeline": self.pipeline_class, "native clip": str(self.native),
+                "frames": f"{self.temporal_compression}k+1", "sizes": f"multiples of {self.size_multiple}"}
+
+
+FAMILIES: dict[str, type[ModelFamily]] = {}
+
+
+def register(cls: type[ModelFamily]) -> type[ModelFamily]:
+    FAMILIES[cls.name] = cls
+    return cls

@@ -57,9 +57,11 @@ class Size:
 
 
 REAL = Size(49, 480, 720, 16, 226, 4096)
+REAL_15 = Size(81, 768, 1360, 16, 226, 4096)  # CogVideoX1.5-5B's native clip
 SMOKE = Size(9, 64, 64, 4, 32, 32)  # the tiny random model of workbench.model.tiny
 SIZE = REAL
 DEVICE = "cuda"
+FAMILY_SIZE = {"1.5": REAL_15}  # the other families train at REAL
 
 
 def cuda() -> bool:
@@ -69,22 +71,35 @@ def cuda() -> bool:
 def transformer_forward_flops(cfg, latent_frames=13, h=60, w=90, text_len=226) -> float:
     """Matmul FLOPs of one transformer forward (2 * MACs), attention included."""
     d = cfg.num_attention_heads * cfg.attention_head_dim
-    tokens = latent_frames * (h // cfg.patch_size) * (w // cfg.patch_size) + text_len
+    tokens = latent_frames // (getattr(cfg, "patch_size_t", None) or 1) * (h // cfg.patch_size) * (w // cfg.patch_size)
+    tokens += text_len
     per_layer = 2 * tokens * (4 * d * d)           # q, k, v, out projections
     per_layer += 2 * tokens * (2 * d * 4 * d)      # feed-forward (4x, gelu)
     per_layer += 2 * 2 * tokens * tokens * d       # QK^T and AV
     return cfg.num_layers * per_layer
 
 
-def build_transformer(dtype):
+# What the released transformer configs change against diffusers' defaults (= CogVideoX-2B's), from
+# scripts/convert_cogvideox_to_diffusers.py; workbench/model/tiny.py's FAMILY_CHANGES are the same keys.
+REAL_CONFIGS = {
+    "2b": {},
+    "5b": dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True),
+    "1.5": dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True, patch_size_t=2,
+                patch_bias=False, sample_height=300, sample_width=300, sample_frames=81),
+}
+VAE_SCALING = {"2b": 1.15258426, "5b": 0.7, "1.5": 0.7}
+
+
+def build_transformer(dtype, family="2b"):
     from diffusers import CogVideoXTransformer3DModel
 
     if SIZE is SMOKE:
         from workbench.model.tiny import build_tiny_pipeline
 
-        return build_tiny_pipeline().transformer.to(dtype)
+        name = {"2b": "cogvideox-2b", "5b": "cogvideox-5b", "1.5": "cogvideox1.5-5b"}[family]
+        return build_tiny_pipeline(0, name).transformer.to(dtype)
     with torch.device(DEVICE):
-        net = CogVideoXTransformer3DModel()  # the defaults are CogVideoX-2B's config
+        net = CogVideoXTransformer3DModel(**REAL_CONFIGS[family])
     return net.to(dtype)
 
 
@@ -190,38 +205,47 @@ def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16)
         raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 
 
-def baseline_lora(rank, checkpointing, profile=None):
+def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False):
     """Plain diffusers + PEFT, as diffusers' CogVideoX LoRA example trains.
 
+    ``family``: 2b, 5b or 1.5 (the released transformer configs); ``fp8``: diffusers' layerwise casting of the
+    base weights after add_adapter (fp8 storage, bf16 compute; the LoRA layers are skipped by default).
     ``profile``, if a path, receives a kernel-time summary of one more step (torch.profiler)."""
     from peft import LoraConfig
 
+    from workbench.model.families import family_of_configs
     from workbench.model.objective import diffusion_loss
 
-    net = build_transformer(torch.bfloat16).requires_grad_(False)
+    net = build_transformer(torch.bfloat16, family).requires_grad_(False)
     net.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     params = [p for p in net.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
+    if fp8:
+        net.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    fam = family_of_configs(net.config)
+    resident = torch.cuda.memory_allocated() / 2**30 if cuda() else 0.0
     if checkpointing:
         net.enable_gradient_checkpointing()
     net.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     sched = scheduler()
-    lat = torch.randn(1, *SIZE.latent(), device=DEVICE, dtype=torch.bfloat16)
+    size = FAMILY_SIZE.get(family, SIZE) if SIZE is REAL else SIZE
+    lat = torch.randn(1, *size.latent(), device=DEVICE, dtype=torch.bfloat16)
+    lat = fam.pad_latent_frames(lat)  # 1.5: 21 latent frames -> 22, as the pipeline pads
     emb = torch.randn(1, SIZE.text_len, SIZE.text_dim, device=DEVICE, dtype=torch.bfloat16)
 
     def step():
         with torch.autocast(DEVICE, dtype=torch.bfloat16):
-            loss = diffusion_loss(net, sched, lat, emb)
+            loss = diffusion_loss(net, sched, lat, emb, family=fam)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     seconds = timed(step)
-    result = {"step_s": seconds, **peaks()}
+    result = {"step_s": seconds, "resident_gib": resident, **peaks(), "flops_shape": tuple(lat.shape[1:2]) + tuple(lat.shape[3:])}
     if profile:
         with step_profiler() as prof:
             t0 = time.perf_counter()
@@ -243,7 +267,7 @@ def recipe_settings(recipe: str) -> tuple[dict, dict]:
 
 def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", steps=7, fraction=1.0,
                    compile_=False, losses=None, profile=None, attention="sdpa", size=None, recipe=None,
-                   validation_steps=None):
+                   validation_steps=None, family="2b", frozen_storage=None):
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N, and
     the training steps' allocated/reserved peaks.
 
@@ -265,8 +289,9 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     from workbench.train.guards import NonFiniteGuard
     from workbench.train.module import CogVideoXModule
 
-    height, width = size or (SIZE.height, SIZE.width)
-    latent = SIZE.latent(height, width)
+    clip = FAMILY_SIZE.get(family, SIZE) if SIZE is REAL else SIZE
+    height, width = size or (clip.height, clip.width)
+    latent = clip.latent(height, width)
     on_device = source == "raw"
     vae = t5 = tok = None
     if on_device or validation_steps:
@@ -276,7 +301,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
             cleanup()
     kwargs = dict(mode=mode, lora_rank=rank, lora_alpha=rank, gradient_checkpointing=checkpointing,
                   checkpoint_fraction=fraction, compile_blocks=compile_, frozen_dtype="bf16", learning_rate=1e-4,
-                  warmup_steps=0)
+                  warmup_steps=0, frozen_storage=frozen_storage)
     videos = {}
     if recipe:
         kwargs, videos = recipe_settings(recipe)
@@ -291,11 +316,11 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
             vae.enable_tiling()
     if not cuda():
         kwargs["compile_blocks"] = False  # the CPU smoke run checks the code path, not the compiler
-    comps = CogVideoXComponents(build_transformer(torch.bfloat16), vae, t5, tok, scheduler())
+    comps = CogVideoXComponents(build_transformer(torch.bfloat16, family), vae, t5, tok, scheduler())
     module = CogVideoXModule(**kwargs)
     module.components = comps
     if not on_device:
-        module.vae_config = {"scaling_factor": 1.15258426}
+        module.vae_config = {"scaling_factor": VAE_SCALING[family]}
 
     class Synthetic(Dataset):
         def __init__(self, n):
@@ -319,6 +344,9 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
 
     class Timer(L.Callback):
         prof = None
+
+        def on_train_start(self, trainer, pl_module):
+            result["resident_gib"] = torch.cuda.memory_allocated() / 2**30 if cuda() else 0.0
 
         def on_fit_start(self, trainer, pl_module):
             if attention != "sdpa" and SIZE is SMOKE:
@@ -373,7 +401,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     trainer.fit(module, train_dataloaders=DataLoader(Synthetic(steps), batch_size=1, num_workers=2), **val)
     steady = times[2:] or times
     result["step_s"] = statistics.median(steady)
-    result["flops_shape"] = (latent[0], latent[2], latent[3])
+    result["flops_shape"] = (latent[0] + (latent[0] % 2 if family == "1.5" else 0), latent[2], latent[3])
     return result, comps.transformer.config
 
 
@@ -511,6 +539,19 @@ CASES = {
         "recipe_cogvideox-2b-full-a6000_validation_round": train(recipe="cogvideox-2b-full-a6000", steps=4,
                                                                  validation_steps=2),
     },
+    "5b": {  # CogVideoX-5B, 49 x 480 x 720, LoRA r128
+        "baseline_5b_lora_r128_ckpt": lambda: baseline_lora(128, True, family="5b"),
+        "baseline_5b_lora_r128_ckpt_fp8": lambda: baseline_lora(128, True, family="5b", fp8=True),
+        "workbench_5b_lora_r128_ckpt75_compiled": train(**LOWMEM, fraction=0.75, family="5b"),
+        "workbench_5b_lora_r128_ckpt50_compiled": train(**LOWMEM, fraction=0.5, family="5b"),
+        "workbench_5b_lora_r128_ckpt75_compiled_flash4": train(**LOWMEM, fraction=0.75, family="5b", attention="flash4"),
+        "workbench_5b_lora_r128_ckpt_compiled_fp8": train(**LOWMEM, family="5b", frozen_storage="fp8"),
+    },
+    "1.5": {  # CogVideoX1.5-5B, 81 x 768 x 1360 (21 latent frames padded to 22), LoRA r128
+        "baseline_1.5_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5"),
+        "workbench_1.5_lora_r128_ckpt_compiled": train(**LOWMEM, family="1.5"),
+        "workbench_1.5_lora_r128_ckpt_compiled_flash4": train(**LOWMEM, family="1.5", attention="flash4"),
+    },
     "profile": {
         "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
         "profile_workbench_lora_r128_nockpt_compiled": train(**{**A6000_LORA, "steps": 6},
@@ -534,7 +575,7 @@ def main() -> None:
     global SIZE, DEVICE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default="training,buckets,validation,inference",
-                        help="comma-separated groups: training, buckets, validation, inference, profile")
+                        help="comma-separated groups: training, buckets, validation, inference, 5b, 1.5, profile")
     parser.add_argument("--only", help="comma-separated case names (any group)")
     parser.add_argument("--out", default="real_size.json")
     parser.add_argument("--cap-gib", type=float, default=None,
@@ -601,7 +642,7 @@ def main() -> None:
 
 
 def print_table(results: dict) -> None:
-    base = results.get("baseline_lora_r128_ckpt", {}).get("step_s")
+    bases = {fam: results.get(f"baseline{fam}lora_r128_ckpt", {}).get("step_s") for fam in ("_", "_5b_", "_1.5_")}
     print(f"\n{results['device']}; A6000 = {A6000_MIB} MiB; CUDA context {results['cuda_context_gib_at_start']:.2f} GiB")
     print(f"{'case':52s} {'s':>8s} {'alloc':>6s} {'resvd':>6s} {'A6000':>6s} {'vs base':>8s}")
     for name, r in results.items():
@@ -611,6 +652,7 @@ def print_table(results: dict) -> None:
             print(f"{name:52s} {r['error'][:70]}")
             continue
         s = r.get("step_s", r.get("seconds"))
+        base = bases["_5b_" if "_5b_" in name else "_1.5_" if "_1.5_" in name else "_"]
         ratio = f"{base / s:.2f}x" if base and "step_s" in r else ""
         fits = "fits" if r.get("fits_a6000") else "NO"
         print(f"{name:52s} {s:8.3f} {r['alloc_gib']:6.1f} {r['reserved_gib']:6.1f} {fits:>6s} {ratio:>8s}")

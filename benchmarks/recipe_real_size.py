@@ -115,7 +115,7 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/recipe_real_size")
     p.add_argument("--out", default="recipe_real_size.json")
     a = p.parse_args()
-    from workbench.data.sample_dataset import make_sample_dataset
+    from workbench.shapes.sample_dataset import make_sample_dataset
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory) -> Path:
     """The bundled sample dataset (8 clips of moving shapes, metadata.jsonl)."""
-    from workbench.data.sample_dataset import make_sample_dataset
+    from workbench.shapes.sample_dataset import make_sample_dataset
 
     return make_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
 

@@ -94,7 +94,7 @@ def encode(out: Path, pictures: np.ndarray, rate: str, codec_args: list[str]) ->
 
 
 def write_like_the_project(out: Path, pictures: np.ndarray, fps: float) -> Path:
-    """An mp4 written as workbench.data.sample_dataset.write_mp4 writes one (imageio, libx264, yuv420p)."""
+    """An mp4 written as workbench.shapes.sample_dataset.write_mp4 writes one (imageio, libx264, yuv420p)."""
     import imageio.v2 as imageio
 
     with imageio.get_writer(str(out), fps=fps, codec="libx264", quality=8, macro_block_size=1,
@@ -164,7 +164,7 @@ def shape_clip(path: Path, frames: int = 24, fps: float = 16, height: int = 64, 
                direction: str = "left to right") -> Path:
     """An mp4 of one shape of the shapes world crossing the frame, in any RGB ``colour`` (the data tests
     give each clip its own colour so no two files have the same bytes)."""
-    from workbench.data.sample_dataset import write_mp4
+    from workbench.shapes.sample_dataset import write_mp4
     from workbench.shapes.world import COLOURS, Scene, render
 
     pictures = render(Scene("red", shape, direction), frames, height, width)

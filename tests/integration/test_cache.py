@@ -52,7 +52,7 @@ def test_cache_training_matches_raw_video(tmp_path, tiny_model_dir, sample_data_
 
 
 def test_kill_during_prepare_then_resume(tmp_path, tiny_model_dir):
-    from workbench.data.sample_dataset import make_sample_dataset
+    from workbench.shapes.sample_dataset import make_sample_dataset
 
     data = make_sample_dataset(tmp_path / "data", num_clips=24)
     cache = tmp_path / "cache"
@@ -113,7 +113,7 @@ def test_stale_cache_is_refused(tmp_path, tiny_model_dir, sample_data_dir):
 @pytest.fixture(scope="module")
 def bucketed_data(tmp_path_factory):
     """Landscape, portrait and square clips of the shapes world, 4 of each, in one dataset folder."""
-    from workbench.data.sample_dataset import write_shapes_dataset
+    from workbench.shapes.sample_dataset import write_shapes_dataset
     from workbench.shapes.world import SceneSampler
 
     data = tmp_path_factory.mktemp("buckets")

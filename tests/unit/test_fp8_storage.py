@@ -57,3 +57,10 @@ def test_fp8_storage_needs_lora_and_a_low_precision_compute_dtype():
         CogVideoXModule(model="m", mode="full", frozen_dtype="bf16", frozen_storage="fp8")
     with pytest.raises(ValueError, match="frozen_storage='fp8'"):
         CogVideoXModule(model="m", mode="lora", frozen_dtype="fp32", frozen_storage="fp8")
+
+
+def test_fp8_storage_refuses_compile_with_checkpointing():
+    """The combination that failed on an H200 (CheckpointError at the first backward) is refused up front."""
+    with pytest.raises(ValueError, match="does not combine with compile_blocks and gradient_checkpointing"):
+        CogVideoXModule(model="m", mode="lora", frozen_dtype="bf16", frozen_storage="fp8", compile_blocks=True,
+                        gradient_checkpointing=True)

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
 
 def run_sample(ns: argparse.Namespace) -> int:
-    from workbench.data.sample_dataset import make_sample_dataset
+    from workbench.shapes.sample_dataset import make_sample_dataset
 
     print(make_sample_dataset(ns.out, num_clips=ns.num_clips, num_frames=ns.frames, fps=ns.fps, height=ns.height,
                               width=ns.width, domain=ns.domain, seed=ns.seed))

@@ -45,7 +45,7 @@ def run(ns: argparse.Namespace) -> int:
 
 def write_quickstart_data(workdir: Path) -> dict[str, Path]:
     """The fine-tune dataset and the two reference sets (each a different seed: no clip is in two of them)."""
-    from workbench.data.sample_dataset import write_shapes_dataset
+    from workbench.shapes.sample_dataset import write_shapes_dataset
     from workbench.shapes.miniature import FPS, HEIGHT, NUM_FRAMES, WIDTH
     from workbench.shapes.world import HELD_OUT_COLOURS, PRETRAIN_COLOURS, SceneSampler
 

@@ -39,7 +39,7 @@ def _log(msg: str) -> None:
 
 
 def stage_data(out: Path, a) -> dict:
-    from workbench.data.sample_dataset import write_shapes_dataset
+    from workbench.shapes.sample_dataset import write_shapes_dataset
 
     scenes = SceneSampler(colours=PRETRAIN_COLOURS, seed=a.seed).scenes(a.clips)
     write_shapes_dataset(out / "pretrain-data", scenes, num_frames=NUM_FRAMES, fps=FPS, height=HEIGHT, width=WIDTH,

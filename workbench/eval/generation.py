@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.eval.suite import Suite
+from workbench.eval.suite import EvalError, Suite
+from workbench.model.families import FamilyError, family_of_pipeline
 
 
 @dataclass
@@ -77,7 +78,12 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         out_dir.mkdir(parents=True, exist_ok=True)
     jobs = suite.jobs()
     chunks = [jobs[i:i + suite.batch_size] for i in range(0, len(jobs), suite.batch_size)][rank::world_size]
-    max_len = pipe.transformer.config.max_text_seq_length
+    family = family_of_pipeline(pipe)
+    try:  # a suite clip the model's family cannot take ends here, in one line, before any video is generated
+        family.check_clip(suite.num_frames, suite.height, suite.width, where=f"suite {suite.name}")
+    except FamilyError as e:
+        raise EvalError(str(e)) from None
+    max_len = family.text_len
     bar = tqdm(total=sum(len(c) for c in chunks), desc=desc or f"{suite.name}: {len(suite.prompts)} prompts x {len(suite.seeds)} seeds",
                unit="video", disable=not progress)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from workbench.eval.generation import VideoBatch
 from workbench.eval.reference import SuiteMetrics
 from workbench.eval.suite import EvalError
-from workbench.shapes.oracle import accuracy, check_video
+from workbench.eval.oracles import accuracy, check_video, get_oracle
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SuiteScores:
     num_videos: int
     num_reference_videos: int
     videos: list[VideoScore]
-    accuracy: Any = None  # workbench.shapes.oracle.PromptAccuracy for suites with an oracle
+    accuracy: Any = None  # workbench.eval.oracles.PromptAccuracy for suites with an oracle
     reference: Any = None  # the real videos' ReferenceStatistics the FVD was measured against
 
     def keys(self) -> list[tuple]:
@@ -68,7 +68,7 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
 
     metrics.clip.reset()
     metrics.fvd.reset()
-    oracle = metrics.suite.oracle == "shapes"
+    oracle = get_oracle(metrics.suite.oracle) if metrics.suite.oracle else None
     videos: list[VideoScore] = []
     for batch in batches:
         frames = batch.frames.to(metrics.device)
@@ -77,7 +77,7 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
         metrics.fvd.update(frames, real=False)
         scores = torch.cat(metrics.clip.scores[before:]).tolist()
         features = metrics.fvd.features()[rows:].double().cpu().numpy()
-        checks = [check_video(v, p) if oracle else None for v, p in zip(batch.frames, batch.prompts)]
+        checks = [check_video(oracle, v, p) if oracle else None for v, p in zip(batch.frames, batch.prompts)]
         videos += [VideoScore(p, float(c), s, i, path, check, f) for p, c, s, i, path, check, f in
                    zip(batch.prompts, scores, batch.seeds, batch.prompt_indices, batch.paths, checks, features)]
     # compute() reduces the metric states over processes (torchmetrics' sync) when distributed;
@@ -91,7 +91,8 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
         raise EvalError("no videos to score")
     return SuiteScores(clip_score=clip_score, fvd=fvd, num_videos=len(videos),
                        num_reference_videos=metrics.reference_videos, videos=videos,
-                       accuracy=accuracy([v.oracle for v in videos], [v.prompt for v in videos]) if oracle else None,
+                       accuracy=accuracy([v.oracle for v in videos], [v.prompt for v in videos], oracle.attributes)
+                       if oracle else None,
                        reference=metrics.fvd.reference)
 
 

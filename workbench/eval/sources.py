@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.common import UserError, is_hub_id, torch_dtype
+from workbench.common import UserError, is_hub_id
 from workbench.eval.suite import EvalError
-from workbench.model.attention import set_attention
 from workbench.model.checkpoint import load_finetuned, read_checkpoint
 from workbench.model.loading import check_model_source
-from workbench.model.pipeline import load_pipeline
-from workbench.model.speed import compile_blocks
+from workbench.model.pipeline import load_pipeline, prepare_pipeline
 from workbench.tracking.runs import resolve_checkpoint
 
 
@@ -37,13 +35,7 @@ class ModelSource:
             return _ready(load_pipeline(self.pipeline_dir, lora=str(self.lora) if self.lora else None,
                                         device=str(device), dtype=dtype, compile=compile, attention=attention))
         pipe = load_finetuned(self.trained, base_model=self.base_model).pipeline()
-        if dtype != "fp32":
-            pipe.to(dtype=torch_dtype(dtype))
-        pipe.to(device)
-        set_attention(pipe.transformer, attention, device)
-        if compile:
-            compile_blocks(pipe.transformer)
-        return _ready(pipe)
+        return _ready(prepare_pipeline(pipe, device, dtype, compile=compile, attention=attention))
 
     def load_base(self, device, dtype: str, compile: bool = False, attention: str = "sdpa"):
         return _ready(load_pipeline(self.base_model, device=str(device), dtype=dtype, compile=compile,

@@ -12,7 +12,11 @@ from typing import Any
 import yaml
 
 from workbench.common import UserError, first_line, yaml_error_place
-from workbench.model.video_shape import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_NUM_FRAMES, DEFAULT_WIDTH
+from workbench.model.families.cogvideox_2b import CogVideoX2B
+
+# A suite that names no clip generates CogVideoX-2B's native one (where the project started); a model whose
+# family cannot take the suite's clip stops before generating (workbench.eval.generation).
+NATIVE = CogVideoX2B.native
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 SCHEDULERS = ("dpm", "ddim")
@@ -45,10 +49,10 @@ class Suite:
     name: str
     prompts: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
-    num_frames: int = DEFAULT_NUM_FRAMES
-    height: int = DEFAULT_HEIGHT
-    width: int = DEFAULT_WIDTH
-    fps: float = DEFAULT_FPS
+    num_frames: int = NATIVE.num_frames
+    height: int = NATIVE.height
+    width: int = NATIVE.width
+    fps: float = NATIVE.fps
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
     batch_size: int = 1
@@ -127,15 +131,15 @@ class Suite:
             except ApproximationError as e:
                 fail(f"{e} (or leave it out: exact generation)")
         if self.oracle is not None:
-            from workbench.shapes.oracle import ORACLES
-            from workbench.shapes.world import parse_caption
+            from workbench.eval.oracles import oracles
 
-            if self.oracle not in ORACLES:
-                fail(f"oracle={self.oracle!r}: choose one of {', '.join(ORACLES)} (or leave it out)")
+            known = oracles()
+            if self.oracle not in known:
+                fail(f"oracle={self.oracle!r}: choose one of {', '.join(known) or 'none installed'} (or leave it out)")
+            oracle = known[self.oracle]
             for i, p in enumerate(self.prompts):
-                if parse_caption(p) is None:
-                    fail(f"prompts[{i}] {p!r} is not a caption of the shapes world, which oracle: shapes reads "
-                         "(one colour, one shape, one direction of workbench/shapes/world.py)")
+                if oracle.parse_prompt(p) is None:
+                    fail(f"prompts[{i}] {p!r} is not a prompt oracle: {self.oracle} reads ({oracle.prompt_help})")
         if self.num_videos < 2:
             fail(f"{self.num_videos} video: FVD needs at least 2 generated videos for a covariance; "
                  "add prompts or seeds")

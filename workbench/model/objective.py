@@ -51,10 +51,10 @@ def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds:
 
         family = family_of_configs(transformer.config)
     b, f, _, h, w = latents.shape
-    p_t = transformer.config.patch_size_t
-    if p_t is not None and f % p_t:
-        raise ValueError(f"{f} latent frames: this transformer patches {p_t} frames at a time; pad them first "
-                         "(ModelFamily.pad_latent_frames), as the pipeline does")
+    if family.padding_frames(f):
+        raise ValueError(f"{f} latent frames: {family.title} needs {family.padding_frames(f)} more in front (it "
+                         "patches frames in pairs); pad them first (ModelFamily.pad_latent_frames), as the pipeline "
+                         "does")
     if timesteps is None:
         timesteps = sample_timesteps(b, scheduler.config.num_train_timesteps, generator).to(latents.device)
     if noise is None:

@@ -52,13 +52,20 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
             raise GenerateError(f"{lora}: no such LoRA file or directory")
         else:
             pipe.load_lora_weights(lora)  # a hub repo id
-    pipe.to(device)
-    from workbench.model.attention import set_attention
+    return prepare_pipeline(pipe, device, compile=compile, attention=attention)
 
+
+def prepare_pipeline(pipe, device, dtype: str | None = None, compile: bool = False, attention: str = "sdpa"):
+    """What every loaded pipeline gets before it samples (``load_pipeline``'s and a fine-tuned checkpoint's,
+    workbench.eval.sources): ``dtype`` (None: as loaded), the device, the attention kernel, regional compile."""
+    from workbench.model.attention import set_attention
+    from workbench.model.speed import compile_blocks
+
+    if dtype not in (None, "fp32"):
+        pipe.to(dtype=torch_dtype(dtype))
+    pipe.to(device)
     set_attention(pipe.transformer, attention, device)
     if compile:
-        from workbench.model.speed import compile_blocks
-
         compile_blocks(pipe.transformer)
     return pipe
 

@@ -1,9 +1,7 @@
-"""What video shapes CogVideoX takes: 4k+1 frames, sides that are multiples of 16, and its native clip."""
+"""The clip rules every CogVideoX family shares (4k+1 frames, sides that are multiples of 16), for checks made
+before a model is loaded; each family's own rules and native clip: workbench.model.families."""
 
 from __future__ import annotations
-
-# CogVideoX's native clip: 49 frames (6 s at 8 fps) at 480x720, the data defaults everywhere.
-DEFAULT_NUM_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_FPS = 49, 480, 720, 8.0
 
 
 def check_frame_count(num_frames: int) -> None:

@@ -16,11 +16,13 @@ Videos are (F, C, H, W) float in [0, 1] or uint8, the workbench convention.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from workbench.eval.oracles import Oracle, PromptAccuracy
+from workbench.eval.oracles import accuracy as prompt_accuracy_of
+from workbench.eval.oracles import check_video as oracle_check
 from workbench.shapes.world import BACKGROUND, COLOURS, DIRECTIONS, parse_caption
 
 FOREGROUND_DISTANCE = 60.0
@@ -99,48 +101,24 @@ def read_video(video) -> Reading:
     return Reading(colour, shape, direction)
 
 
-ORACLES = ("shapes",)  # what a suite's ``oracle:`` may name
+def _reading(video) -> dict:
+    return read_video(video).as_dict()
+
+
+# The shapes world's oracle, found by evaluation through the ``workbench.oracles`` entry point (pyproject.toml).
+SHAPES_ORACLE = Oracle(name="shapes", attributes=ATTRIBUTES, parse_prompt=parse_caption, read_video=_reading,
+                       prompt_help="one colour, one shape, one direction of workbench/shapes/world.py")
 
 
 def check_video(video, prompt: str) -> dict | None:
     """What the oracle reads in ``video`` and, per attribute, whether it is what ``prompt`` names
     (``all``: every attribute right). None when the prompt is not a caption of the shapes world."""
-    wanted = parse_caption(prompt)
-    if wanted is None:
-        return None
-    got = read_video(video).as_dict()
-    ok = {a: got[a] == wanted[a] for a in ATTRIBUTES}
-    ok["all"] = all(ok.values())
-    return {"read": got, "ok": ok}
-
-
-@dataclass
-class PromptAccuracy:
-    """Per-attribute accuracy of a set of videos against their prompts, in total and per prompt."""
-
-    total: dict[str, float]
-    per_prompt: dict[str, dict[str, float]]
-    num_videos: int
-
-    def metrics(self, suffix: str = "") -> dict[str, float]:
-        """``eval/accuracy/<attribute>`` (+ ``suffix``, e.g. ``_base``) for MLflow."""
-        return {f"eval/accuracy/{k}{suffix}": v for k, v in self.total.items()}
+    return oracle_check(SHAPES_ORACLE, video, prompt)
 
 
 def accuracy(checks: list[dict | None], prompts: list[str]) -> PromptAccuracy:
     """Share of checked videos (``check_video`` results, None skipped) whose attribute is right."""
-    keys = (*ATTRIBUTES, "all")
-    hits: dict[str, Counter] = defaultdict(Counter)
-    seen: Counter = Counter()
-    for check, prompt in zip(checks, prompts):
-        if check is None:
-            continue
-        seen[prompt] += 1
-        for a in keys:
-            hits[prompt][a] += check["ok"][a]
-    n = sum(seen.values())
-    total = {a: (sum(h[a] for h in hits.values()) / n if n else float("nan")) for a in keys}
-    return PromptAccuracy(total, {p: {a: hits[p][a] / seen[p] for a in keys} for p in seen}, n)
+    return prompt_accuracy_of(checks, prompts, ATTRIBUTES)
 
 
 def prompt_accuracy(videos, prompts: list[str]) -> PromptAccuracy:

@@ -117,6 +117,13 @@ class CogVideoXModule(L.LightningModule):
         if frozen_storage is not None and (mode != "lora" or frozen_dtype == "fp32"):
             raise ValueError(f"frozen_storage={frozen_storage!r}: needs mode: lora and frozen_dtype bf16 or fp16 "
                              "(the dtype each layer is cast to for its computation)")
+        if frozen_storage is not None and compile_blocks and gradient_checkpointing:
+            # Measured on an H200 (5B, every block checkpointed, compiled): torch.utils.checkpoint recomputes the
+            # compiled block with the weights in fp8 where the forward saved them in bf16, and the backward stops
+            # with CheckpointError ("Recomputed values ... have different metadata").
+            raise ValueError("frozen_storage='fp8' does not combine with compile_blocks and gradient_checkpointing "
+                             "(the checkpoint's recomputation sees fp8 weights where the forward saw bf16): turn "
+                             "compile_blocks or gradient_checkpointing off")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
         self.save_hyperparameters()

@@ -91,6 +91,10 @@ class ModelFamily:
             raise RuntimeError(f"{self.title}: the VAE config was not read")
         return float(self.vae_config["scaling_factor"])
 
+    def padding_frames(self, latent_frames: int) -> int:
+        """Latent frames the transformer needs in front of ``latent_frames`` (none: it patches single frames)."""
+        return 0
+
     def pad_latent_frames(self, latents):
         """Latents (B, F, C, H, W) as the transformer takes them: unchanged for families that patch single
         frames."""

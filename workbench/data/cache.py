@@ -10,7 +10,8 @@ Layout of a cache directory::
     index.json               what the cache was made from (model, VAE config hash, frames, size,
                              fps, text length) and, once complete, every entry's shard
     empty_prompt.safetensors the T5 embedding of "" (caption dropout for classifier-free guidance)
-    shards/NNNNNN.safetensors one sample each: latent_dist (2C, F', H/8, W/8), prompt_embeds (L, D)
+    shards/NNNNNN.safetensors one sample each: the named tensors of the model family's encoders
+                              (latent_dist (2C, F', H/8, W/8), prompt_embeds (L, D), and any a family adds)
 
 Each shard is written to a temporary name and renamed, so a kill never leaves a half-written
 shard; re-running ``prepare`` encodes only what is missing. Processes can split the work
@@ -53,6 +54,7 @@ class CacheKey:
     max_text_len: int
     format_version: int = FORMAT_VERSION
     buckets: tuple[tuple[int, int], ...] | None = None  # encoded at each clip's bucket (height x width ignored)
+    family: str = ""  # the model family whose encoders wrote it (workbench.model.families)
 
 
 def config_sha256(config) -> str:
@@ -85,16 +87,18 @@ def cache_key(model: str, num_frames: int, height: int, width: int, fps: float |
     The one key function of prepare, fit and eval: numbers are normalised (``fps: 8`` in a YAML and
     ``--fps 8.0`` on a command line give the same key and the same ``auto`` folder).
     """
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from diffusers import AutoencoderKLCogVideoX
     from transformers import AutoConfig
 
+    from workbench.model.families import family_of_model
     from workbench.model.loading import absolute_if_local
 
     model = absolute_if_local(model)  # as the training module records it
     vae_cfg = AutoencoderKLCogVideoX.load_config(model, subfolder="vae")
     text_cfg = AutoConfig.from_pretrained(model, subfolder="text_encoder")
-    max_len = CogVideoXTransformer3DModel.load_config(model, subfolder="transformer")["max_text_seq_length"]
-    return CacheKey(model=str(model), vae_config_sha256=config_sha256(vae_cfg),
+    family = family_of_model(model)
+    max_len = family.text_len
+    return CacheKey(model=str(model), family=family.name, vae_config_sha256=config_sha256(vae_cfg),
                     text_encoder_config_sha256=config_sha256(text_cfg), num_frames=int(num_frames),
                     height=int(height), width=int(width), fps=normalised_fps(fps), max_text_len=int(max_len),
                     buckets=normalised_buckets(buckets))
@@ -237,15 +241,12 @@ class CachedLatentDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         entry = self.entries[i]
         tensors = load_file(str(self.cache_dir / "shards" / entry["shard"]))
-        return {"latent_dist": tensors["latent_dist"], "prompt_embeds": tensors["prompt_embeds"],
-                "caption": entry["caption"], "id": entry["file_name"]}
+        # every named tensor the family's encoders stored (latent_dist, prompt_embeds, and whatever else it adds)
+        return {**tensors, "caption": entry["caption"], "id": entry["file_name"]}
 
     def collate(self, samples: list[dict]) -> dict:
-        batch = {
-            "latent_dist": torch.stack([s["latent_dist"] for s in samples]),
-            "prompt_embeds": torch.stack([s["prompt_embeds"] for s in samples]),
-            "caption": [s["caption"] for s in samples],
-            "id": [s["id"] for s in samples],
-        }
+        batch = {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if torch.is_tensor(v)}
+        batch["caption"] = [s["caption"] for s in samples]
+        batch["id"] = [s["id"] for s in samples]
         batch["empty_prompt_embeds"] = self.empty_prompt_embeds.unsqueeze(0)
         return batch

@@ -1,7 +1,8 @@
 """``workbench prepare``'s job: encode a dataset's latents and prompt embeddings once, into a cache.
 
-The VAE and T5 are loaded here, on ``device``, and freed when the function returns; the cache's format
-and bookkeeping are workbench.data.cache's.
+The VAE and T5 are loaded here, on ``device``, and freed when the function returns; what a clip and a caption
+are encoded as is the model family's (``ModelFamily.encode_clips``/``encode_prompts``, the same code training
+from raw video runs); the cache's format and bookkeeping are workbench.data.cache's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from workbench.common import torch_dtype
 from workbench.data.cache import cache_key, encode_entries
 from workbench.data.validate import nearest_bucket
 from workbench.data.video import load_clip, probe
-from workbench.model.video_shape import check_frame_count, check_resolution
 
 
 def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frames: int, height: int, width: int,
@@ -27,13 +27,14 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
     from diffusers import AutoencoderKLCogVideoX
     from transformers import AutoTokenizer, T5EncoderModel
 
+    from workbench.model.families import family_of_model
     from workbench.model.loading import check_model_source, freeze
-    from workbench.model.text import encode_prompts
 
-    check_frame_count(num_frames)
-    for h, w in buckets or [(height, width)]:
-        check_resolution(h, w)
     check_model_source(model)
+    family = family_of_model(model)  # its rules, and the encoders training uses too
+    family.check_clip(num_frames, where="prepare")
+    for h, w in buckets or [(height, width)]:
+        family.check_clip(None, h, w, where="prepare")
     key = cache_key(model, num_frames, height, width, fps, buckets)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_ = torch_dtype(dtype)
@@ -49,7 +50,7 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
         vae.enable_tiling()
 
     def embed(caption: str) -> torch.Tensor:
-        return encode_prompts(tokenizer, text_encoder, [caption], key.max_text_len)[0]
+        return family.encode_prompts(tokenizer, text_encoder, [caption])[0]
 
     @torch.no_grad()
     def encode(entry) -> dict:
@@ -61,8 +62,8 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
             info = probe(path)
             size = key.buckets[nearest_bucket(info.height, info.width, list(key.buckets))]
         video = load_clip(path, num_frames, size[0], size[1], fps)
-        dist = vae.encode(video.unsqueeze(0).to(device, dtype_)).latent_dist
-        return {"latent_dist": dist.parameters[0], "prompt_embeds": embed(entry.caption), "size": size}
+        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_))
+        return {**{k: v[0] for k, v in tensors.items()}, "prompt_embeds": embed(entry.caption), "size": size}
 
     return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,
                           progress=progress)

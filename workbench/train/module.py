@@ -27,7 +27,7 @@ from workbench.model.families import ModelFamily, family_of_configs
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
-from workbench.model.text import caption_token_count, encode_prompts
+from workbench.model.text import caption_token_count
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The dtype the transformer's matmuls and attention compute in under Lightning's ``precision``
@@ -238,7 +238,7 @@ class CogVideoXModule(L.LightningModule):
             if c not in self._truncation_warned and caption_token_count(tok, c) > self.max_text_len:
                 self._truncation_warned.add(c)
                 rank_zero_warn(f"caption truncated to {self.max_text_len} tokens: {c[:80]!r}...")
-        return encode_prompts(tok, self.text_encoder, captions, self.max_text_len)
+        return self.family.encode_prompts(tok, self.text_encoder, captions)
 
     @torch.no_grad()
     def latent_moments(self, batch: dict) -> torch.Tensor:
@@ -252,7 +252,7 @@ class CogVideoXModule(L.LightningModule):
             raise RuntimeError("this batch holds raw videos but encoders='offload' left the VAE and T5 "
                                "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
                                "model.encoders=device")
-        return self.vae.encode(batch["video"].to(self.vae.dtype)).latent_dist.parameters
+        return self.family.encode_clips(self.vae, batch["video"])["latent_dist"]
 
     def per_sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).

@@ -82,6 +82,19 @@ class ModelFamily:
         """T5 tokens per prompt (the transformer's ``max_text_seq_length``: 226 in every released diffusers config)."""
         return int(self.transformer_config["max_text_seq_length"])
 
+    # -- encoding (training from raw video, the cache, validation: one code path) --------------------------
+    def encode_clips(self, vae, videos) -> dict:
+        """The named tensors a batch of clips (B, C, F, H, W in [-1, 1]) is stored as in the cache and read as in
+        training: the VAE's latent distribution (mean and log-variance, 2C channels), so a cached sample draws a
+        fresh latent every step as a raw one does. A family that conditions on more (an image) adds its tensors."""
+        return {"latent_dist": vae.encode(videos.to(vae.dtype)).latent_dist.parameters}
+
+    def encode_prompts(self, tokenizer, text_encoder, captions: list[str]):
+        """T5 embeddings of ``captions``, padded and truncated to ``text_len`` as the pipeline encodes them."""
+        from workbench.model.text import encode_prompts
+
+        return encode_prompts(tokenizer, text_encoder, captions, self.text_len)
+
     # -- latents -------------------------------------------------------------------------------------
     @property
     def scaling_factor(self) -> float:

@@ -34,12 +34,14 @@ def register(subparsers) -> None:
     p.add_argument("root", help="dataset folder (metadata.jsonl, metadata.csv or prompts.txt + videos.txt)")
     p.add_argument("--recipe", help="recipe YAML (or a bundled recipe's name): data.num_frames/fps/height/width/"
                    "buckets and model.model come from it, read as `workbench fit` reads it")
-    p.add_argument("--num-frames", type=int, help="frames per sample (default 49, or the recipe's)")
-    p.add_argument("--fps", type=float, help="frame rate frames are sampled at (default 8, or the recipe's)")
-    p.add_argument("--height", type=int, help="training height (default 480, or the recipe's)")
-    p.add_argument("--width", type=int, help="training width (default 720, or the recipe's)")
+    p.add_argument("--num-frames", type=int, help="frames per sample (default: the recipe's, else the model family's "
+                                                   "native clip: 49 for 2B and 5B, 81 for 1.5)")
+    p.add_argument("--fps", type=float, help="frame rate frames are sampled at (default: the recipe's, else the "
+                                             "family's: 8 for 2B and 5B, 16 for 1.5)")
+    p.add_argument("--height", type=int, help="training height (default: the recipe's, else the family's: 480, 768)")
+    p.add_argument("--width", type=int, help="training width (default: the recipe's, else the family's: 720, 1360)")
     p.add_argument("--model", help="model (local dir or hub id) whose tokenizer measures caption length")
-    p.add_argument("--max-text-len", type=int, help="tokens the model reads (default: the model's, else 226)")
+    p.add_argument("--max-text-len", type=int, help="tokens the model reads (default: the model family's, 226)")
     p.add_argument("--out", default="data-check", help="folder for report.json and report.md (default ./data-check)")
     p.add_argument("--jobs", type=int, default=None, help="decoder processes (default min(4, CPUs))")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before a decode counts as hung")
@@ -60,7 +62,7 @@ def run_check(ns: argparse.Namespace) -> int:
     from workbench.data.check import check_dataset, safe_text
     from workbench.train.datamodule import data_family
 
-    settings = {"num_frames": None, "fps": None, "height": None, "width": None, "buckets": None}
+    settings = {"num_frames": None, "fps": "auto", "height": None, "width": None, "buckets": None}
     model, family = ns.model, "auto"
     if ns.recipe:
         from workbench.train.cli import read_recipe
@@ -78,8 +80,9 @@ def run_check(ns: argparse.Namespace) -> int:
         return 2
     try:
         fam = data_family(model, family)  # the model's family: its native clip fills what is not set
-        for key in ("num_frames", "fps", "height", "width"):
+        for key in ("num_frames", "height", "width"):
             settings[key] = getattr(fam.native, key) if settings[key] is None else settings[key]
+        settings["fps"] = fam.native.fps if settings["fps"] == "auto" else settings["fps"]
         fam.check_clip(settings["num_frames"], where="data")
         for h, w in settings["buckets"] or [(settings["height"], settings["width"])]:
             fam.check_clip(None, h, w, where="data")

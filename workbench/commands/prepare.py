@@ -67,6 +67,19 @@ def run(ns: argparse.Namespace) -> int:
     for k in ("model", "root", "cache", "num_frames", "height", "width", "fps", "dtype", "buckets"):
         if getattr(ns, k) is not None:
             values[k] = getattr(ns, k)
+    if values.get("model") is not None and (values.get("fps", "auto") == "auto" or
+                                            any(values.get(k) is None for k in ("num_frames", "height", "width"))):
+        from workbench.common import UserError
+        from workbench.train.datamodule import data_family
+
+        try:  # what the recipe or the command line leaves out is the model family's native clip
+            native = data_family(values["model"]).native
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for k in ("num_frames", "height", "width"):
+            values[k] = getattr(native, k) if values.get(k) is None else values[k]
+        values["fps"] = native.fps if values.get("fps", "auto") == "auto" else values["fps"]
     missing = [k for k in ("model", "root", "cache", "num_frames", "height", "width") if values.get(k) is None]
     if missing:
         print(f"error: missing {', '.join('--' + m.replace('_', '-') for m in missing)} (or --config RECIPE)",

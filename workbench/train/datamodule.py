@@ -55,9 +55,10 @@ class VideoDataModule(L.LightningDataModule):
         model: the model the data is for (linked from ``model.model`` by ``workbench fit``; hub id or diffusers
             directory): its family (workbench.model.families) gives the clip rules and the defaults below.
         family: linked from ``model.family`` (``auto``: read from the model).
-        num_frames, height, width, fps: the clip; None (default) takes the family's native clip (49 frames at
-            8 fps, 480x720 for CogVideoX-2B and 5B; 81 at 16 fps, 768x1360 for CogVideoX1.5-5B). A clip the
-            family cannot take (50 frames; 770 px) is a one-line error with the fix.
+        num_frames, height, width, fps: the clip; None (``fps``: ``auto``), the default, takes the family's native
+            clip (49 frames at 8 fps, 480x720 for CogVideoX-2B and 5B; 81 at 16 fps, 768x1360 for CogVideoX1.5-5B);
+            ``fps: null`` takes consecutive source frames at each clip's own rate. A clip the family cannot take
+            (50 frames; 770 px) is a one-line error with the fix.
         on_bad_sample: ``error`` (stop on a bad sample) or ``skip`` (drop and report it); see the module doc.
         buckets: aspect-ratio buckets as [[height, width], ...]; None trains everything at height x width.
             Combines with ``cache``: each clip is encoded at its bucket, the cache records it, batches hold one
@@ -73,7 +74,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def __init__(self, root: str = "datasets/sample", model: str | None = None, family: str = "auto",
                  num_frames: int | None = None, height: int | None = None, width: int | None = None,
-                 fps: float | None = None, batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
+                 fps: float | Literal["auto"] | None = "auto", batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
                  val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
                  buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
                  cache: str | None = None, val_split: int = 0):
@@ -93,7 +94,7 @@ class VideoDataModule(L.LightningDataModule):
         num_frames = native.num_frames if num_frames is None else num_frames
         height = native.height if height is None else height
         width = native.width if width is None else width
-        fps = native.fps if fps is None else fps
+        fps = native.fps if fps == "auto" else fps  # None: consecutive source frames, at the clip's own rate
         fam.check_clip(num_frames, height, width, where="data")
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"on_bad_sample={on_bad_sample!r}: choose one of {', '.join(ON_BAD_SAMPLE)}")

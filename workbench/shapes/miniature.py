@@ -15,7 +15,6 @@ The result loads with stock ``CogVideoXPipeline.from_pretrained``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -94,7 +93,3 @@ def finalize_miniature(init_dir: str | os.PathLike, checkpoint: str | os.PathLik
 def directory_megabytes(path: str | os.PathLike) -> float:
     """Size of every file under ``path``, in MB (10^6 bytes)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")

@@ -1,13 +1,16 @@
-"""Run a CogVideoX-2B recipe end to end at real size on one GPU, under the A6000's 48 GiB.
+"""Run a CogVideoX recipe end to end at real size on one GPU, under the A6000's 48 GiB.
 
-Builds a CogVideoX-2B pipeline with the real configs and random weights (transformer 1.69B, the
-3D VAE, a T5-XXL encoder; a locally trained T5-style tokenizer) and saves it in diffusers layout,
-writes 49-frame 480x720 sample clips, then runs `workbench fit --config RECIPE` on them exactly as
+Builds a pipeline of the recipe's model family (CogVideoX-2B, 5B or 1.5-5B: ``--family``, else the recipe's
+``model.family``) with the real configs and random weights (transformer, the 3D VAE, a T5-XXL encoder; a
+locally trained T5-style tokenizer) and saves it in diffusers layout, writes sample clips of the family's
+native clip, then runs `workbench fit --config RECIPE` on them exactly as
 a user would (`data.cache: auto` encodes the cache first), with the process capped at 48 GiB,
 for a few steps with one validation and one round of sample videos. Prints what the run logged to
 MLflow: step time, peak GPU memory, validation loss, the artifacts.
 
     python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-2b-lora-a6000.yaml --steps 20
+    python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-5b-lora-a6000.yaml --steps 12
+    python benchmarks/recipe_real_size.py --recipe recipes/cogvideox1.5-5b-lora-a6000.yaml --steps 6
 """
 
 from __future__ import annotations
@@ -24,27 +27,41 @@ import torch
 import yaml
 
 
-def build_real_size_model(out: Path) -> Path:
-    """CogVideoX-2B's real configs, random weights, saved as a diffusers pipeline (bf16, safetensors)."""
-    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
-                           CogVideoXTransformer3DModel)
+# What each family's released configs change against diffusers' defaults (= CogVideoX-2B's): transformer
+# (benchmarks/real_size.py's REAL_CONFIGS), VAE and scheduler (workbench/model/tiny.py's FAMILY_CHANGES).
+FAMILIES = {"cogvideox-2b": "2b", "cogvideox-5b": "5b", "cogvideox1.5-5b": "1.5"}
+
+
+def build_real_size_model(out: Path, family: str = "cogvideox-2b") -> Path:
+    """A family's real configs, random weights, saved as a diffusers pipeline (bf16, safetensors)."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, t5_style_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_size import REAL_CONFIGS
+
+    from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, FAMILY_CHANGES, t5_style_tokenizer
 
     if (out / "model_index.json").is_file():
         return out
+    _, vae_changes, scheduler_changes = FAMILY_CHANGES[family]
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        transformer = CogVideoXTransformer3DModel().to(torch.bfloat16)  # defaults = CogVideoX-2B
-        vae = AutoencoderKLCogVideoX().to(torch.bfloat16)
-        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
-                                     num_heads=64, feed_forward_proj="gated-gelu",
-                                     relative_attention_num_buckets=32)).to(torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly, as from_pretrained(torch_dtype=) loads
+    try:
+        with torch.device("cuda"):
+            transformer = CogVideoXTransformer3DModel(**REAL_CONFIGS[FAMILIES[family]])
+            vae = AutoencoderKLCogVideoX(**vae_changes)
+            t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                         num_heads=64, feed_forward_proj="gated-gelu",
+                                         relative_attention_num_buckets=32))
+    finally:
+        torch.set_default_dtype(default)
     tokenizer = t5_style_tokenizer(Path(tempfile.mkdtemp()))
-    tokenizer.model_max_length = 226  # CogVideoX-2b's tokenizer config
-    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
-                             transformer=transformer, scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER))
+    tokenizer.model_max_length = 226  # the released tokenizer configs
+    scheduler = CogVideoXDDIMScheduler(**{**COGVIDEOX_2B_SCHEDULER, **scheduler_changes})
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae, transformer=transformer,
+                             scheduler=scheduler)
     pipe.save_pretrained(out, safe_serialization=True)
     del pipe, transformer, vae, t5
     torch.cuda.empty_cache()
@@ -111,7 +128,10 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--model", help="use this diffusers model directory instead of building the real-size one "
                                    "(with --size, for a dry run of this script on the tiny model)")
-    p.add_argument("--size", default="49x480x720", help="FRAMESxHEIGHTxWIDTH of the sample clips")
+    p.add_argument("--size", default=None, help="FRAMESxHEIGHTxWIDTH of the sample clips (default: the family's "
+                                                "native clip)")
+    p.add_argument("--family", default=None, choices=list(FAMILIES),
+                   help="the model family to build (default: the recipe's model.family, else cogvideox-2b)")
     p.add_argument("--work", default="/tmp/recipe_real_size")
     p.add_argument("--out", default="recipe_real_size.json")
     a = p.parse_args()
@@ -120,12 +140,18 @@ def main() -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model = Path(a.model) if a.model else build_real_size_model(work / "cogvideox-2b-random")
+    from workbench.model.families import family_class
+
+    recipe_family = yaml.safe_load(Path(a.recipe).read_text())["model"].get("family", "auto")
+    family = a.family or (recipe_family if recipe_family in FAMILIES else "cogvideox-2b")
+    native = family_class(family).native
+    model = Path(a.model) if a.model else build_real_size_model(work / f"{family}-random", family)
     t_model = time.perf_counter() - t0
     data = work / "data"
     if not (data / "metadata.jsonl").is_file():
-        frames, height, width = (int(v) for v in a.size.split("x"))
-        make_sample_dataset(data, num_clips=a.clips, num_frames=frames, fps=8, height=height, width=width)
+        frames, height, width = ((int(v) for v in a.size.split("x")) if a.size else
+                                 (native.num_frames, native.height, native.width))
+        make_sample_dataset(data, num_clips=a.clips, num_frames=frames, fps=native.fps, height=height, width=width)
     t0 = time.perf_counter()
     proc = run_recipe(Path(a.recipe), model, data, work, a.steps, a.cap_gib, a.sample_steps)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

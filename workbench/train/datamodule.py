@@ -74,8 +74,8 @@ class VideoDataModule(L.LightningDataModule):
 
     def __init__(self, root: str = "datasets/sample", model: str | None = None, family: str = "auto",
                  num_frames: int | None = None, height: int | None = None, width: int | None = None,
-                 fps: float | Literal["auto"] | None = "auto", batch_size: int = 1, num_workers: int = 2, val_root: str | None = None,
-                 val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
+                 fps: float | Literal["auto"] | None = "auto", batch_size: int = 1, num_workers: int = 2,
+                 val_root: str | None = None, val_samples: int = 4, on_bad_sample: Literal["error", "skip"] = "error",
                  buckets: list[tuple[int, int]] | None = None, bucket_seed: int = 0, report_dir: str | None = None,
                  cache: str | None = None, val_split: int = 0):
         super().__init__()

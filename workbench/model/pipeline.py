@@ -81,25 +81,19 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     import torch
     from diffusers.utils import export_to_video
 
-    from workbench.model.families import FamilyError, family_of_pipeline
-    from workbench.model.video_shape import check_frame_count, check_resolution
+    from workbench.model.families import FamilyError, family_of_model
+    from workbench.model.loading import check_model_source
 
-    try:  # explicit sizes are checked before loading against the rules every family shares
-        if frames is not None:
-            check_frame_count(frames)
-        if height is not None or width is not None:
-            check_resolution(height or 16, width or 16)
-    except ValueError as e:
-        raise GenerateError(str(e)) from None
-    pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
-    family = family_of_pipeline(pipe)
-    native = family.native
-    frames, height, width = frames or native.num_frames, height or native.height, width or native.width
-    fps = fps or native.fps
-    try:
+    try:  # the clip is checked against the model's family (read from its configs) before any weight loads
+        check_model_source(model)
+        family = family_of_model(model)
+        native = family.native
+        frames, height, width = frames or native.num_frames, height or native.height, width or native.width
         family.check_clip(frames, height, width)
-    except FamilyError as e:
+    except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
+    fps = fps or native.fps
+    pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
     pipe.set_progress_bar_config(disable=not progress)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     video = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,

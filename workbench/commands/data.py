@@ -80,12 +80,9 @@ def run_check(ns: argparse.Namespace) -> int:
         return 2
     try:
         fam = data_family(model, family)  # the model's family: its native clip fills what is not set
-        for key in ("num_frames", "height", "width"):
-            settings[key] = getattr(fam.native, key) if settings[key] is None else settings[key]
-        settings["fps"] = fam.native.fps if settings["fps"] == "auto" else settings["fps"]
-        fam.check_clip(settings["num_frames"], where="data")
-        for h, w in settings["buckets"] or [(settings["height"], settings["width"])]:
-            fam.check_clip(None, h, w, where="data")
+        clip = fam.clip(settings["num_frames"], settings["height"], settings["width"], settings["fps"])
+        settings.update(num_frames=clip.num_frames, height=clip.height, width=clip.width, fps=clip.fps)
+        fam.check_data(clip.num_frames, clip.height, clip.width, settings["buckets"])
     except (ValueError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -73,13 +73,12 @@ def run(ns: argparse.Namespace) -> int:
         from workbench.train.datamodule import data_family
 
         try:  # what the recipe or the command line leaves out is the model family's native clip
-            native = data_family(values["model"]).native
+            clip = data_family(values["model"]).clip(values.get("num_frames"), values.get("height"),
+                                                     values.get("width"), values.get("fps", "auto"))
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        for k in ("num_frames", "height", "width"):
-            values[k] = getattr(native, k) if values.get(k) is None else values[k]
-        values["fps"] = native.fps if values.get("fps", "auto") == "auto" else values["fps"]
+        values.update(num_frames=clip.num_frames, height=clip.height, width=clip.width, fps=clip.fps)
     missing = [k for k in ("model", "root", "cache", "num_frames", "height", "width") if values.get(k) is None]
     if missing:
         print(f"error: missing {', '.join('--' + m.replace('_', '-') for m in missing)} (or --config RECIPE)",

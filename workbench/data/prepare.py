@@ -32,9 +32,7 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
 
     check_model_source(model)
     family = family_of_model(model)  # its rules, and the encoders training uses too
-    family.check_clip(num_frames, where="prepare")
-    for h, w in buckets or [(height, width)]:
-        family.check_clip(None, h, w, where="prepare")
+    family.check_data(num_frames, height, width, buckets, where="prepare")
     key = cache_key(model, num_frames, height, width, fps, buckets)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_ = torch_dtype(dtype)

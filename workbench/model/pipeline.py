@@ -7,6 +7,7 @@ code runs inside the pipeline, so what this renders is what a diffusers user get
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -87,12 +88,10 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     try:  # the clip is checked against the model's family (read from its configs) before any weight loads
         check_model_source(model)
         family = family_of_model(model)
-        native = family.native
-        frames, height, width = frames or native.num_frames, height or native.height, width or native.width
+        frames, height, width, fps = dataclasses.astuple(family.clip(frames, height, width, fps or "auto"))
         family.check_clip(frames, height, width)
     except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
-    fps = fps or native.fps
     pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
     pipe.set_progress_bar_config(disable=not progress)
     generator = torch.Generator(device="cpu").manual_seed(seed)

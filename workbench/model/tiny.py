@@ -2,8 +2,8 @@
 
 Tests load them back through the same ``from_pretrained`` path as the real models. Each keeps its family's
 architecture at toy widths and changes from the 2B one only what the released configs change
-(``FAMILY_CHANGES``): 5B adds rotary positions, VAE scaling 0.7 and the scheduler's snr_shift_scale 1.0
-; 1.5-5B adds ``patch_size_t=2``, ``patch_bias=False`` and the VAE's
+(``FAMILY_CHANGES``): 5B adds rotary positions, VAE scaling 0.7 and the scheduler's snr_shift_scale 1.0;
+1.5-5B adds ``patch_size_t=2``, ``patch_bias=False`` and the VAE's
 ``invert_scale_latents``. The tokenizer is a T5-style Unigram model built locally (no hub access needed).
 """
 

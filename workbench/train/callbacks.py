@@ -30,9 +30,8 @@ class ValidationVideos(L.Callback):
         self.last_paths: list[Path] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        native = pl_module.family.native
-        self.clip = {k: getattr(native, k) if v is None else v for k, v in self.clip.items()}
-        self.fps = native.fps if self.fps is None else self.fps
+        clip = pl_module.family.clip(**self.clip, fps="auto" if self.fps is None else self.fps)
+        self.clip, self.fps = dict(num_frames=clip.num_frames, height=clip.height, width=clip.width), clip.fps
         pl_module.family.check_clip(**self.clip, where="ValidationVideos")
 
     @property

@@ -27,6 +27,7 @@ Bad samples (``on_bad_sample``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Literal
@@ -90,19 +91,13 @@ class VideoDataModule(L.LightningDataModule):
 
             model = absolute_if_local(model)  # as the module records it (Lightning merges both hparams)
         fam = data_family(model, family)
-        native = fam.native
-        num_frames = native.num_frames if num_frames is None else num_frames
-        height = native.height if height is None else height
-        width = native.width if width is None else width
-        fps = native.fps if fps == "auto" else fps  # None: consecutive source frames, at the clip's own rate
-        fam.check_clip(num_frames, height, width, where="data")
+        num_frames, height, width, fps = dataclasses.astuple(fam.clip(num_frames, height, width, fps))
         if on_bad_sample not in ON_BAD_SAMPLE:
             raise ValueError(f"on_bad_sample={on_bad_sample!r}: choose one of {', '.join(ON_BAD_SAMPLE)}")
         if buckets is not None:
             if not buckets:
                 raise ValueError("buckets=[]: give at least one [height, width], or null for a single size")
-            for h, w in buckets:
-                fam.check_clip(None, h, w, where=f"data.buckets [{h}, {w}]")
+        fam.check_data(num_frames, height, width, buckets)
         find_manifest(Path(root))  # fail before a run is created, not after
         root = str(Path(root).resolve())  # recorded absolute, so exports find the dataset card from anywhere
         self.save_hyperparameters()
@@ -348,4 +343,5 @@ def data_family(model: str | None, family: str = "auto") -> ModelFamily:
                 raise
             return known
         return family_of_model(model, name=family)
-    return family_class("cogvideox-2b" if family in (None, "auto") else family)({"max_text_seq_length": 226})
+    cls = family_class("cogvideox-2b" if family in (None, "auto") else family)
+    return cls({"max_text_seq_length": cls.released_text_len})

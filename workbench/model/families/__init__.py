@@ -3,7 +3,8 @@
 One module per family (``cogvideox_2b.py``, ``cogvideox_5b.py``, ``cogvideox15_5b.py``), each a subclass of
 ``ModelFamily`` registered in ``FAMILIES``. A family owns: the native clip (the recipes' and suites'
 default), the clip rules (frame count, sizes) with the fix in the message, the text length, the VAE scaling
-of latents, the latent frame padding for ``patch_size_t`` and its removal after sampling, the rotary grid,
+of latents, the latent frame padding for ``patch_size_t`` (which the stock pipeline removes after sampling), the
+rotary grid, the encoders,
 the pipeline class, and what an export's model card says. Nothing outside this package reads transformer or
 VAE config keys that tell the families apart.
 
@@ -21,12 +22,8 @@ from typing import Any
 from workbench.model.families import cogvideox15_5b, cogvideox_2b, cogvideox_5b  # noqa: F401
 from workbench.model.families.base import FAMILIES, Clip, FamilyError, ModelFamily
 
-__all__ = ["FAMILIES", "Clip", "FamilyError", "ModelFamily", "family_class", "family_names", "family_of_configs",
+__all__ = ["FAMILIES", "Clip", "FamilyError", "ModelFamily", "family_class", "family_of_configs",
            "family_of_hub_id", "family_of_model", "family_of_pipeline", "read_model_configs"]
-
-
-def family_names() -> list[str]:
-    return list(FAMILIES)
 
 
 def family_class(name: str) -> type[ModelFamily]:

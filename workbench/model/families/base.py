@@ -73,8 +73,19 @@ class ModelFamily:
                 raise FamilyError(f"{at}{side}={value}: {self.title} needs sides that are multiples of {m}; use "
                                   f"{lower} or {lower + m} (native: {self.native.height}x{self.native.width})")
 
-    def latent_frames(self, num_frames: int) -> int:
-        return (num_frames - 1) // self.temporal_compression + 1
+    def clip(self, num_frames: int | None = None, height: int | None = None, width: int | None = None,
+             fps: float | str | None = "auto") -> Clip:
+        """The clip a recipe or command asks for, with what it leaves out (None; ``fps``: ``auto``) taken from
+        the native clip. ``fps=None`` stays None: consecutive source frames at each clip's own rate."""
+        n = self.native
+        return Clip(n.num_frames if num_frames is None else num_frames, n.height if height is None else height,
+                    n.width if width is None else width, n.fps if fps == "auto" else fps)
+
+    def check_data(self, num_frames: int, height: int, width: int, buckets=None, where: str = "data") -> None:
+        """``check_clip`` for a data setting: the frame count, the size, and each bucket's size."""
+        self.check_clip(num_frames, height, width, where=where)
+        for h, w in buckets or []:
+            self.check_clip(None, h, w, where=f"{where}.buckets [{h}, {w}]")
 
     # -- text ----------------------------------------------------------------------------------------
     @property

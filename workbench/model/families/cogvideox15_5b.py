@@ -54,6 +54,9 @@ class CogVideoX15_5B(CogVideoX5B):
     def check_clip(self, num_frames=None, height=None, width=None, where: str = "") -> None:
         """The family's rules, and a clip no larger than the rotary grid's bound (``sample_height/width``)."""
         super().check_clip(num_frames, height, width, where)
+        self._check_rotary_bound(height, width, where)
+
+    def _check_rotary_bound(self, height: int | None, width: int | None, where: str = "") -> None:
         cfg = self.transformer_config
         if "sample_height" not in cfg:
             return
@@ -74,9 +77,7 @@ class CogVideoX15_5B(CogVideoX5B):
         p, p_t = cfg["patch_size"], self.patch_size_t
         grid_h, grid_w = latent_height // p, latent_width // p
         base_w, base_h = cfg["sample_width"] // p, cfg["sample_height"] // p
-        if grid_h > base_h or grid_w > base_w:
-            raise FamilyError(f"{latent_height * 8}x{latent_width * 8}: larger than {self.title}'s rotary grid "
-                              f"({base_h * p * 8}x{base_w * p * 8}); use a smaller clip")
+        self._check_rotary_bound(latent_height * 8, latent_width * 8)
         return get_3d_rotary_pos_embed(embed_dim=cfg["attention_head_dim"], crops_coords=None,
                                        grid_size=(grid_h, grid_w), temporal_size=(latent_frames + p_t - 1) // p_t,
                                        grid_type="slice", max_size=(base_h, base_w), device=device)

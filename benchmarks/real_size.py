@@ -212,7 +212,7 @@ def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16)
         raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 
 
-def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False):
+def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, steps=7):
     """Plain diffusers + PEFT, as diffusers' CogVideoX LoRA example trains.
 
     ``family``: 2b, 5b or 1.5 (the released transformer configs); ``fp8``: diffusers' layerwise casting of the
@@ -253,7 +253,7 @@ def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    seconds = timed(step)
+    seconds = timed(step, n=max(1, steps - 2))
     result = {"step_s": seconds, "resident_gib": resident, **peaks(), "flops_shape": tuple(lat.shape[1:2]) + tuple(lat.shape[3:])}
     if profile:
         with step_profiler() as prof:
@@ -518,6 +518,23 @@ def loss_curves(steps=12):
     return curves
 
 
+def fp8_loss_curves(steps=16):
+    """Same seed, same data, 5B at 49 x 480 x 720, the low-memory recipe's settings (every block checkpointed,
+    no compile): the frozen base weights stored in bf16 vs fp8 (model.frozen_storage, diffusers' layerwise
+    casting). Also the training peaks of each, side by side."""
+    curves, peaks_ = {}, {}
+    for storage in ("bf16", "fp8"):
+        cleanup()
+        torch.manual_seed(0)
+        curves[storage] = []
+        r, _ = workbench_step("lora", 128, True, "cache", steps=steps, compile_=False, losses=curves[storage],
+                              family="5b", frozen_storage=None if storage == "bf16" else "fp8")
+        peaks_[storage] = {k: r[k] for k in ("step_s", "alloc_gib", "reserved_gib")}
+    diffs = [abs(a - b) for a, b in zip(curves["bf16"], curves["fp8"])]
+    return {**curves, "max_abs_difference": max(diffs), "mean_abs_difference": sum(diffs) / len(diffs),
+            "peaks": peaks_}
+
+
 def train(**kw):
     return lambda: workbench_step(**kw)
 
@@ -558,12 +575,16 @@ CASES = {
         "workbench_5b_lora_r128_ckpt75_compiled_flash4": train(**LOWMEM, fraction=0.75, family="5b", attention="flash4"),
         "workbench_5b_lora_r128_ckpt_compiled_fp8": train(**LOWMEM, family="5b", frozen_storage="fp8"),
         "workbench_5b_lora_r128_ckpt_fp8": train(**{**LOWMEM, "compile_": False}, family="5b", frozen_storage="fp8"),
+        # the memory fp8 frees, spent on fewer checkpointed blocks (no compile: see frozen_storage)
+        "workbench_5b_lora_r128_ckpt75_fp8": train(**{**LOWMEM, "compile_": False}, fraction=0.75, family="5b",
+                                                   frozen_storage="fp8"),
         "workbench_5b_lora_r128_ckpt_compiled": train(**LOWMEM, family="5b"),
     },
     "1.5": {  # CogVideoX1.5-5B, 81 x 768 x 1360 (21 latent frames padded to 22), LoRA r128
-        "baseline_1.5_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5"),
-        "workbench_1.5_lora_r128_ckpt_compiled": train(**LOWMEM, family="1.5"),
-        "workbench_1.5_lora_r128_ckpt_compiled_flash4": train(**LOWMEM, family="1.5", attention="flash4"),
+        "baseline_1.5_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5", steps=5),
+        "workbench_1.5_lora_r128_ckpt_compiled": train(**{**LOWMEM, "steps": 6}, family="1.5"),
+        "workbench_1.5_lora_r128_ckpt_compiled_flash4": train(**{**LOWMEM, "steps": 6}, family="1.5",
+                                                              attention="flash4"),
     },
     "profile": {
         "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
@@ -595,6 +616,8 @@ def main() -> None:
                         help="cap the allocator (set_per_process_memory_fraction); default none: the reserved "
                              "peak is measured and judged against the A6000 instead")
     parser.add_argument("--loss-curves", action="store_true", help="also compare SDPA vs flash4 loss curves")
+    parser.add_argument("--fp8-loss-curves", action="store_true",
+                        help="also compare bf16 vs fp8 storage of 5B's frozen weights over 16 steps")
     parser.add_argument("--smoke", action="store_true", help="every case at toy size on the CPU, to check the script")
     args = parser.parse_args()
     if args.smoke:
@@ -650,6 +673,14 @@ def main() -> None:
             traceback.print_exc()
             results["loss_curves_sdpa_vs_flash4"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         print("loss_curves_sdpa_vs_flash4", json.dumps(results["loss_curves_sdpa_vs_flash4"]), flush=True)
+        out.write_text(json.dumps(results, indent=1))
+    if args.fp8_loss_curves:
+        try:
+            results["loss_curves_5b_bf16_vs_fp8"] = fp8_loss_curves(steps=4 if args.smoke else 16)
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            results["loss_curves_5b_bf16_vs_fp8"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print("loss_curves_5b_bf16_vs_fp8", json.dumps(results["loss_curves_5b_bf16_vs_fp8"]), flush=True)
         out.write_text(json.dumps(results, indent=1))
     print_table(results)
 

@@ -147,10 +147,10 @@ def main() -> int:
     native = family_class(family).native
     model = Path(a.model) if a.model else build_real_size_model(work / f"{family}-random", family)
     t_model = time.perf_counter() - t0
-    data = work / "data"
+    frames, height, width = ((int(v) for v in a.size.split("x")) if a.size else
+                             (native.num_frames, native.height, native.width))
+    data = work / f"data-{frames}x{height}x{width}"  # the families of one --work share the clips of one size
     if not (data / "metadata.jsonl").is_file():
-        frames, height, width = ((int(v) for v in a.size.split("x")) if a.size else
-                                 (native.num_frames, native.height, native.width))
         make_sample_dataset(data, num_clips=a.clips, num_frames=frames, fps=native.fps, height=height, width=width)
     t0 = time.perf_counter()
     proc = run_recipe(Path(a.recipe), model, data, work, a.steps, a.cap_gib, a.sample_steps)

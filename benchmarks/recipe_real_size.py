@@ -104,7 +104,7 @@ def summarize(work: Path) -> dict:
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     run = max(runs, key=lambda r: r.info.start_time)
     hist = {k: [m.value for m in client.get_metric_history(run.info.run_id, k)]
-            for k in ("perf/step_time_s", "perf/gpu_peak_gib", "val/loss", "train/loss")}
+            for k in ("perf/step_time_s", "perf/gpu_peak_gib", "perf/gpu_reserved_peak_gib", "val/loss", "train/loss")}
     times = sorted(hist["perf/step_time_s"][5:]) or [float("nan")]  # after compilation and warm-up
     artifacts = []
     stack = [""]
@@ -113,7 +113,8 @@ def summarize(work: Path) -> dict:
             (stack.append(a.path) if a.is_dir else artifacts.append(a.path))
     return {"run_id": run.info.run_id, "status": run.info.status, "steps_logged": len(hist["train/loss"]),
             "median_step_s_after_step5": times[len(times) // 2],
-            "peak_gib": max(hist["perf/gpu_peak_gib"], default=None), "val_loss": hist["val/loss"],
+            "peak_gib": max(hist["perf/gpu_peak_gib"], default=None),
+            "reserved_peak_gib": max(hist["perf/gpu_reserved_peak_gib"], default=None), "val_loss": hist["val/loss"],
             "artifacts": sorted(artifacts),
             "checkpoints": {str(p.relative_to(work)): round(p.stat().st_size / 2**20, 1)
                             for p in sorted(work.glob("runs/**/*.ckpt"))}}

@@ -286,3 +286,22 @@ def test_decoder_worker_reads_what_training_reads(clips, tmp_path):
             assert unsupported["codec"] == "avs2" and "-c:v libx264 -pix_fmt yuv420p" in unsupported["command"]
             assert "'avs2'" in unsupported["error"]
         assert check(clips["h264.mp4"].path)["ok"]  # the worker goes on after a failure
+
+
+def test_pyav_19_which_refuses_metadata_errors_still_opens_clips(clips, monkeypatch):
+    """PyAV 19 removed ``av.open(metadata_errors=)`` (a TypeError there, as seen on the GPU machine's PyAV
+    19.0.2, where every clip of a real-size run was skipped); the stand-in refuses it the same way."""
+    import av
+
+    real_open = av.open
+
+    def open_19(*args, **kwargs):
+        if "metadata_errors" in kwargs:
+            raise TypeError("open() got an unexpected keyword argument 'metadata_errors'")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_19)
+    monkeypatch.setattr(av, "__version__", "19.0.2")
+    clip = next(iter(clips.values()))
+    with decoding._open_av(str(clip.path)) as container:
+        assert container.streams.video

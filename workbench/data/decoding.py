@@ -261,8 +261,10 @@ def _is_vfr(times: np.ndarray, tick: float) -> bool:
 def _open_av(path: str):
     import av
 
+    # PyAV < 19 decodes metadata strictly unless told to ignore errors; 19 dropped the argument (and ignores them)
+    kwargs = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
     try:
-        return av.open(path, metadata_errors="ignore")
+        return av.open(path, **kwargs)
     except av.error.FFmpegError as e:
         raise VideoError(f"cannot decode: the file does not open as a video ({_ffmpeg_message(e)})") from e
 

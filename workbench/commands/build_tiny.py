@@ -12,7 +12,8 @@ def register(subparsers) -> None:
                               "save it in diffusers layout; its videos are noise.")
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", default="cogvideox-2b", choices=("cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b"))
+    p.add_argument("--family", default="cogvideox-2b", choices=("cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b",
+                                                               "cogvideox-5b-i2v", "cogvideox1.5-5b-i2v"))
     p.set_defaults(func=run)
 
 

@@ -1,4 +1,5 @@
-"""``workbench generate``: render one video with the stock ``CogVideoXPipeline`` (an export, or base + LoRA)."""
+"""``workbench generate``: render one video with the family's stock pipeline (``CogVideoXPipeline``, or
+``CogVideoXImageToVideoPipeline`` with ``--image``) from an export, or base + LoRA."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from workbench.common import DTYPE_NAMES
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="render a video from an export (merged dir, or base + --lora) with stock diffusers",
-        description="Render one video with the stock CogVideoXPipeline: --model is a merged export, a base "
+        description="Render one video with the model family's stock pipeline (CogVideoXPipeline; "
+                    "CogVideoXImageToVideoPipeline with --image for the image-to-video models): --model is a merged export, a base "
                     "model directory or a hub id; --lora adds a LoRA (file or export directory).")
     p.add_argument("--model", required=True, help="merged export directory, base model directory or hub id")
     p.add_argument("--prompt", required=True)
+    p.add_argument("--image", help="image-to-video models: the first frame to animate (PNG/JPEG; resized to the clip)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--lora", help="pytorch_lora_weights.safetensors, or a directory (export) holding it")
     p.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
@@ -42,6 +45,7 @@ def run(ns: argparse.Namespace) -> int:
     out = generate_video(ns.model, ns.prompt, ns.out, lora=ns.lora, negative_prompt=ns.negative_prompt,
                          steps=ns.steps, guidance=ns.guidance, frames=ns.frames, height=ns.height,
                          width=ns.width, seed=ns.seed, fps=ns.fps, lora_scale=ns.lora_scale,
-                         device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention)
+                         device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention,
+                         image=ns.image)
     print(out)
     return 0

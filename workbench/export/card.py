@@ -51,7 +51,8 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
 
     kind = "LoRA adapter" if mode == "lora" else "Full fine-tune"
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {title}", "",
-             f"{kind} of {base_link} for text-to-video, trained with cogvideox-workbench.", ""]
+             f"{kind} of {base_link} for {'image-to-video' if family.image_conditioned else 'text-to-video'}, "
+             "trained with cogvideox-workbench.", ""]
     if license_meta is None:
         lines += ["License: `other`: the base model's license is not known to the exporter; state it "
                   "here before publishing.", ""]
@@ -71,11 +72,13 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
 
     clip = family.native
     pipeline = family.pipeline_class
-    call = (f'video = pipe("a red circle moving from left to right", num_frames={clip.num_frames}, '
+    image_arg = "image=load_image(\"first_frame.png\"), " if family.image_conditioned else ""
+    call = (f'video = pipe({image_arg}prompt="a red circle moving from left to right", num_frames={clip.num_frames}, '
             f'height={clip.height}, width={clip.width},\n'
             f'             num_inference_steps=50, guidance_scale=6.0, max_sequence_length={family.text_len}).frames[0]\n'
             f'export_to_video(video, "video.mp4", fps={clip.fps:g})')
-    head = f"import torch\nfrom diffusers import {pipeline}\nfrom diffusers.utils import export_to_video\n\n"
+    utils = "export_to_video, load_image" if family.image_conditioned else "export_to_video"
+    head = f"import torch\nfrom diffusers import {pipeline}\nfrom diffusers.utils import {utils}\n\n"
     lines += ["## Usage", ""]
     if merged:
         lines += ["```python", head + f'pipe = {pipeline}.from_pretrained("{load_from}", '
@@ -90,7 +93,9 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
             lines += [f"`PATH/TO/BASE_MODEL`: the base model was the local directory `{base_model}`; replace the "
                       "placeholder with your copy of it, or with its hub id.", ""]
     model_args = load_from if merged else f"{base_ref} --lora {load_from}"
-    lines += [f'With the workbench: `workbench generate --model {model_args} --prompt "..." --out video.mp4`.', ""]
+    image_opt = " --image first_frame.png" if family.image_conditioned else ""
+    lines += [f'With the workbench: `workbench generate --model {model_args}{image_opt} --prompt "..." --out video.mp4`.',
+              ""]
 
     lines += ["## Evaluation", ""]
     if metrics:

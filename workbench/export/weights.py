@@ -34,14 +34,17 @@ def merge_lora(transformer) -> None:
 
 def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: str) -> None:
     """The base pipeline (its own VAE, T5, tokenizer and inference scheduler) with ``transformer`` in it."""
-    from diffusers import CogVideoXPipeline
+    import diffusers
+
+    from workbench.model.families import family_of_model
 
     wanted = torch_dtype(dtype)
     if transformer.dtype != wanted:
         transformer.to(wanted)
     # Non-default dtypes go through from_pretrained so T5 keeps its fp32 modules (_keep_in_fp32_modules).
     kwargs = {} if dtype == "fp32" else {"torch_dtype": wanted}
-    pipe = CogVideoXPipeline.from_pretrained(base_model, transformer=transformer, use_safetensors=True, **kwargs)
+    pipeline_class = getattr(diffusers, family_of_model(base_model).pipeline_class)  # the I2V families: I2V pipeline
+    pipe = pipeline_class.from_pretrained(base_model, transformer=transformer, use_safetensors=True, **kwargs)
     pipe.save_pretrained(directory, safe_serialization=True)
     bad = [p for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES]
     if bad:

@@ -35,11 +35,17 @@ class CogVideoXComponents:
     sampling_scheduler: object | None = None
 
     def pipeline(self) -> CogVideoXPipeline:
-        """A stock ``CogVideoXPipeline`` sharing these modules (no copies), sampling with the model's
-        own saved scheduler (DDIM for CogVideoX-2B), as the base model and an export would."""
+        """The family's stock pipeline (``CogVideoXPipeline``, or ``CogVideoXImageToVideoPipeline`` for the
+        image-to-video families) sharing these modules (no copies), sampling with the model's own saved
+        scheduler (DDIM for CogVideoX-2B), as the base model and an export would."""
+        import diffusers
+
+        from workbench.model.families import family_of_configs
+
         if self.vae is None or self.text_encoder is None or self.tokenizer is None:
             raise RuntimeError("sampling needs the VAE, text encoder and tokenizer; they were not loaded")
-        return CogVideoXPipeline(
+        pipeline_class = getattr(diffusers, family_of_configs(self.transformer.config, self.vae.config).pipeline_class)
+        return pipeline_class(
             tokenizer=self.tokenizer,
             text_encoder=self.text_encoder,
             vae=self.vae,

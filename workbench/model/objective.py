@@ -39,12 +39,16 @@ def weighted_x0_loss(x0_pred: torch.Tensor, x0: torch.Tensor, weights: torch.Ten
 
 def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor,
                    noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, family=None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, family=None,
+                   image_latents: torch.Tensor | None = None) -> torch.Tensor:
     """One CogVideoX training loss for ``latents`` (B, F, C, H, W), already scaled by the VAE factor and with
     the frame count the transformer takes (``family.pad_latent_frames``: CogVideoX1.5 patches frame pairs).
 
     ``noise``/``timesteps`` may be fixed by the caller (validation uses a seeded fixed draw). ``family``
-    (workbench.model.families) gives the rotary grid; default: the family of the transformer's config.
+    (workbench.model.families) gives the rotary grid and the transformer's inputs (an image-to-video family
+    concatenates ``image_latents`` (B, F, C, H, W, ``family.image_latents``) on channels and adds ``ofs``, as its
+    stock pipeline calls the transformer); default: the family of the transformer's config. The loss covers the
+    video latents only.
     """
     if family is None:
         from workbench.model.families import family_of_configs
@@ -61,7 +65,7 @@ def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds:
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     rotary = family.rotary_embeddings(f, h, w, latents.device)
-    v = transformer(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=timesteps,
-                    image_rotary_emb=rotary, return_dict=False)[0]
+    v = transformer(**family.transformer_inputs(noisy, image_latents), encoder_hidden_states=prompt_embeds,
+                    timestep=timesteps, image_rotary_emb=rotary, return_dict=False)[0]
     x0_pred = v_to_x0(scheduler.alphas_cumprod, v, noisy, timesteps)
     return weighted_x0_loss(x0_pred, latents, loss_weights(scheduler.alphas_cumprod, timesteps))

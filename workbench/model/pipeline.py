@@ -20,25 +20,28 @@ class GenerateError(UserError):
 
 def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None,
                   compile: bool = False, attention: str = "sdpa"):
-    """Stock ``CogVideoXPipeline.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
+    """The family's stock pipeline (``CogVideoXPipeline``; ``CogVideoXImageToVideoPipeline`` for the
+    image-to-video families) ``.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
 
     ``compile``: ``torch.compile`` each transformer block (regional; the first denoising step pays
     the compilation; docs/performance.md measures when it pays off). ``attention``: sdpa, flash4 or auto
     (workbench.model.attention)."""
+    import diffusers
     import torch
-    from diffusers import CogVideoXPipeline
 
+    from workbench.model.families import FamilyError, family_of_model
     from workbench.model.loading import check_model_source
 
     try:
         check_model_source(model)
-    except FileNotFoundError as e:
+        pipeline_class = getattr(diffusers, family_of_model(model).pipeline_class)
+    except (FileNotFoundError, FamilyError) as e:
         raise GenerateError(str(e)) from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
     try:
-        pipe = CogVideoXPipeline.from_pretrained(model, use_safetensors=True, **kwargs)
+        pipe = pipeline_class.from_pretrained(model, use_safetensors=True, **kwargs)
     except OSError as e:
         raise GenerateError(f"cannot load {model}: {first_line(e)}") from None
     if lora is not None:
@@ -76,9 +79,10 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    seed: int = 42, fps: float | None = None, lora_scale: float = 1.0, device: str | None = None,
                    dtype: str | None = None, progress: bool = True, compile: bool = False,
-                   attention: str = "sdpa") -> Path:
+                   attention: str = "sdpa", image: str | os.PathLike | None = None) -> Path:
     """Render ``prompt`` to ``out`` (mp4). Frames, size and fps default to the model family's native clip (49
-    frames at 8 fps, 480x720 for CogVideoX-2B and 5B; 81 frames at 16 fps, 768x1360 for CogVideoX1.5-5B)."""
+    frames at 8 fps, 480x720 for CogVideoX-2B and 5B; 81 frames at 16 fps, 768x1360 for CogVideoX1.5-5B).
+    ``image``: the first frame an image-to-video model animates (required for those, refused for the others)."""
     import torch
     from diffusers.utils import export_to_video
 
@@ -90,6 +94,10 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
         family = family_of_model(model)
         frames, height, width, fps = dataclasses.astuple(family.clip(frames, height, width, fps or "auto"))
         family.check_clip(frames, height, width)
+        extra = {"image": load_conditioning_image(image, family, "--image")} if family.image_conditioned else {}
+        if image is not None and not family.image_conditioned:
+            raise GenerateError(f"--image {image}: {model} is a {family.title} model (text-to-video); leave --image "
+                                "out, or pass an image-to-video model")
     except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
     pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
@@ -98,7 +106,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     video = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                  guidance_scale=guidance, num_frames=frames, height=height, width=width, generator=generator,
                  max_sequence_length=family.text_len, output_type="np",
-                 attention_kwargs={"scale": lora_scale} if lora is not None else None).frames[0]
+                 attention_kwargs={"scale": lora_scale} if lora is not None else None, **extra).frames[0]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix or '.mp4'}")
@@ -108,3 +116,19 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def load_conditioning_image(path, family, what: str = "image"):
+    """The image an image-to-video model animates, as a PIL RGB image; one-line errors for a missing or
+    undecodable file (the pipeline resizes it to the clip's size, as diffusers' VideoProcessor does)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path is None:
+        raise GenerateError(f"{family.title} is an image-to-video model: pass {what} PATH (the first frame to animate)")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise GenerateError(f"{what} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise GenerateError(f"{what} {path}: not a readable image ({first_line(e)}); pass a PNG or JPEG") from None

@@ -4,7 +4,8 @@ Tests load them back through the same ``from_pretrained`` path as the real model
 architecture at toy widths and changes from the 2B one only what the released configs change
 (``FAMILY_CHANGES``): 5B adds rotary positions, VAE scaling 0.7 and the scheduler's snr_shift_scale 1.0;
 1.5-5B adds ``patch_size_t=2``, ``patch_bias=False`` and the VAE's
-``invert_scale_latents``. The tokenizer is a T5-style Unigram model built locally (no hub access needed).
+``invert_scale_latents``; the image-to-video ones double the transformer's input channels (5B-I2V adds learned
+positions, 1.5-I2V the ofs embedding) and are saved as ``CogVideoXImageToVideoPipeline``. The tokenizer is a T5-style Unigram model built locally (no hub access needed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from diffusers import (
     AutoencoderKLCogVideoX,
     CogVideoXDDIMScheduler,
+    CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
 )
@@ -90,6 +92,15 @@ FAMILY_CHANGES = {
                          "sample_height": 16, "sample_width": 16},
                         {"scaling_factor": 0.7, "invert_scale_latents": True}, {"snr_shift_scale": 1.0}),
 }
+# The image-to-video models change their text-to-video parent's configs by: twice the latent channels in
+# (in_channels 32 for out_channels 16), 5B-I2V's learned positional embeddings for its sample size, and
+# 1.5-I2V's ofs embedding (ofs_embed_dim = time_embed_dim, 512 released).
+_I2V_IN = {"in_channels": 8}  # the tiny models' 4 latent channels, twice
+FAMILY_CHANGES["cogvideox-5b-i2v"] = ({**FAMILY_CHANGES["cogvideox-5b"][0], **_I2V_IN,
+                                       "use_learned_positional_embeddings": True},
+                                      *FAMILY_CHANGES["cogvideox-5b"][1:])
+FAMILY_CHANGES["cogvideox1.5-5b-i2v"] = ({**FAMILY_CHANGES["cogvideox1.5-5b"][0], **_I2V_IN, "ofs_embed_dim": 32},
+                                         *FAMILY_CHANGES["cogvideox1.5-5b"][1:])
 # Every family ships CogVideoXDDIMScheduler for sampling (scripts/convert_cogvideox_to_diffusers.py; the 5B's
 # snr_shift_scale is 1.0); training uses CogVideoXDPMScheduler from the same config (workbench.model.loading).
 
@@ -136,7 +147,8 @@ def build_tiny_pipeline(seed: int = 0, family: str = "cogvideox-2b") -> CogVideo
         **vae_changes,
     )
     scheduler = CogVideoXDDIMScheduler(**{**COGVIDEOX_2B_SCHEDULER, **scheduler_changes})
-    return CogVideoXPipeline(
+    pipeline_class = CogVideoXImageToVideoPipeline if family.endswith("-i2v") else CogVideoXPipeline
+    return pipeline_class(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
 

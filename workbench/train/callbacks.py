@@ -21,8 +21,11 @@ class ValidationVideos(L.Callback):
 
     def __init__(self, prompts: list[str], num_inference_steps: int = 50, guidance_scale: float = 6.0,
                  num_frames: int | None = None, height: int | None = None, width: int | None = None,
-                 fps: float | None = None, seed: int = 42, every_n_validations: int = 1):
+                 fps: float | None = None, seed: int = 42, every_n_validations: int = 1,
+                 images: list[str] | None = None):
         self.prompts = list(prompts)
+        self.images = list(images) if images is not None else None  # image-to-video: one first frame per prompt
+        self._pil: list = []
         self.steps, self.guidance_scale = num_inference_steps, guidance_scale
         self.clip = dict(num_frames=num_frames, height=height, width=width)
         self.fps, self.seed, self.every = fps, seed, every_n_validations
@@ -33,6 +36,23 @@ class ValidationVideos(L.Callback):
         clip = pl_module.family.clip(**self.clip, fps="auto" if self.fps is None else self.fps)
         self.clip, self.fps = dict(num_frames=clip.num_frames, height=clip.height, width=clip.width), clip.fps
         pl_module.family.check_clip(**self.clip, where="ValidationVideos")
+        self._pil = self.conditioning_images(pl_module.family)
+
+    def conditioning_images(self, family) -> list:
+        """The images an image-to-video model's validation videos start from (one per prompt), checked when
+        training starts; a text-to-video family takes none."""
+        from workbench.common import UserError
+        from workbench.model.pipeline import load_conditioning_image
+
+        if not family.image_conditioned:
+            if self.images:
+                raise UserError(f"ValidationVideos: images are for image-to-video models; {family.title} is "
+                                "text-to-video: remove init_args.images")
+            return []
+        if not self.images or len(self.images) != len(self.prompts):
+            raise UserError(f"ValidationVideos: {family.title} is an image-to-video model: set init_args.images, one "
+                            f"image per prompt ({len(self.prompts)} prompts, {len(self.images or [])} images)")
+        return [load_conditioning_image(p, family, "ValidationVideos images:") for p in self.images]
 
     @property
     def kwargs(self) -> dict:
@@ -55,8 +75,9 @@ class ValidationVideos(L.Callback):
                     continue
                 g = torch.Generator(pl_module.device).manual_seed(self.seed + i)
                 with trainer.precision_plugin.forward_context():
+                    extra = {"image": self._pil[i]} if self._pil else {}
                     frames = pipe(prompt=prompt, generator=g, output_type="np",
-                                  max_sequence_length=pl_module.max_text_len, **self.kwargs).frames[0]
+                                  max_sequence_length=pl_module.max_text_len, **self.kwargs, **extra).frames[0]
                 path = out / f"{i:02d}.mp4"
                 export_to_video(list(frames), str(path), fps=self.fps)
         trainer.strategy.barrier("ValidationVideos")

@@ -24,6 +24,7 @@ from workbench.common import torch_dtype
 from workbench.model.adapters import add_lora
 from workbench.model.attention import set_attention
 from workbench.model.families import ModelFamily, family_of_configs
+from workbench.model.families.image_to_video import clip_generators
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
@@ -72,6 +73,13 @@ class CogVideoXModule(L.LightningModule):
         encoders: ``device`` keeps the VAE and T5 on the training device (training from raw
             videos); ``offload`` (training from a ``workbench prepare`` cache) loads them only when
             sampling needs them, keeps them on the CPU and moves them to the device just for that.
+        image_noise: image-to-video families: when the conditioning image's noise augmentation
+            (sigma = exp(N(-3, 0.5)) in pixel space) is drawn: ``per_clip`` (once per clip, seeded by its file
+            name: the diffusers example, and what a cache stores) or ``per_step`` (every step, as the CogVideo
+            repo; the image is encoded every step, so it needs ``encoders: device``). See
+            workbench/model/families/image_to_video.py.
+        image_dropout: image-to-video families: probability of training a sample with zero image latents (5 %
+            in the released SAT configs and the diffusers example; the CogVideo repo uses none).
     """
 
     def __init__(
@@ -105,6 +113,8 @@ class CogVideoXModule(L.LightningModule):
         val_seed: int = 0,
         val_timesteps: int = 4,
         val_timestep_buckets: int = 5,
+        image_noise: Literal["per_clip", "per_step"] = "per_clip",
+        image_dropout: float = 0.05,
     ):
         super().__init__()
         model = absolute_if_local(model)
@@ -126,6 +136,13 @@ class CogVideoXModule(L.LightningModule):
                              "compile_blocks or gradient_checkpointing off")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
+        if not 0.0 <= image_dropout < 1.0:
+            raise ValueError(f"image_dropout={image_dropout}: must be in [0, 1)")
+        if image_noise not in ("per_clip", "per_step"):
+            raise ValueError(f"image_noise={image_noise!r}: choose 'per_clip' or 'per_step'")
+        if image_noise == "per_step" and encoders == "offload":
+            raise ValueError("image_noise='per_step' encodes the image every step: it needs encoders: device "
+                             "(or image_noise: per_clip, which a cache stores)")
         self.save_hyperparameters()
         self.components: CogVideoXComponents | None = None
         self.transformer = self.vae = self.text_encoder = None
@@ -241,18 +258,21 @@ class CogVideoXModule(L.LightningModule):
         return self.family.encode_prompts(tok, self.text_encoder, captions)
 
     @torch.no_grad()
-    def latent_moments(self, batch: dict) -> torch.Tensor:
-        """The VAE's latent distribution (mean, log-variance) of each sample: (B, 2C, F', H/8, W/8).
+    def latent_moments(self, batch: dict) -> dict[str, torch.Tensor]:
+        """What the family encodes a sample as: the VAE's latent distribution (mean, log-variance) of each
+        clip, ``latent_dist`` (B, 2C, F', H/8, W/8), and for an image-to-video family the conditioning image
+        (``image``) and the latent distribution of its per-clip noised version (``image_latent_dist``).
 
-        A cache entry stores exactly this, so cached and raw-video training sample alike.
+        A cache entry stores exactly these, so cached and raw-video training sample alike.
         """
         if "latent_dist" in batch:
-            return batch["latent_dist"]
+            return {k: batch[k] for k in ("latent_dist", "image", "image_latent_dist") if k in batch}
         if self.vae is None:
             raise RuntimeError("this batch holds raw videos but encoders='offload' left the VAE and T5 "
                                "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
                                "model.encoders=device")
-        return self.family.encode_clips(self.vae, batch["video"])["latent_dist"]
+        generators = clip_generators(batch["id"]) if self.family.image_conditioned else None
+        return self.family.encode_clips(self.vae, batch["video"], generators=generators)
 
     def per_sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).
@@ -282,13 +302,35 @@ class CogVideoXModule(L.LightningModule):
             out.append(torch.randn(shape, generator=device_gen, device=self.device))
         return torch.stack(out)
 
-    def draw_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        """mean + std * eps (as DiagonalGaussianDistribution.sample), scaled, as (B, F', C, H, W), with the
-        latent frames the transformer takes (the family's padding: CogVideoX1.5 patches frame pairs)."""
+    def sample_moments(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """mean + std * eps of a latent distribution (B, 2C, ...), as DiagonalGaussianDistribution.sample."""
         mean, logvar = moments.float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        latents = (mean + std * self.draw(generators, mean.shape[1:])) * self.family.scaling_factor
+        return mean + std * self.draw(generators, mean.shape[1:])
+
+    def draw_latents(self, moments: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """A latent sample, scaled, as (B, F', C, H, W), with the latent frames the transformer takes (the
+        family's padding: CogVideoX1.5 patches frame pairs)."""
+        latents = self.sample_moments(moments, generators) * self.family.scaling_factor
         return self.family.pad_latent_frames(latents.permute(0, 2, 1, 3, 4)).contiguous()
+
+    def draw_image_latents(self, encoded: dict, generators: list[torch.Generator], latent_frames: int,
+                           train: bool) -> torch.Tensor:
+        """An image-to-video family's image latents (B, F', C, H, W): a draw of the noised image's latent
+        distribution (per clip: as encoded; per step: the clean image noised and encoded now), scaled and
+        zero-padded as the stock pipeline builds them; zeros for a sample dropped (``image_dropout``)."""
+        if self.hparams.image_noise == "per_step":
+            if self.vae is None:
+                raise RuntimeError("image_noise='per_step' needs the VAE on the device (encoders: device)")
+            with torch.no_grad():
+                image_dist = self.family.encode_images(self.vae, encoded["image"], generators)
+        else:
+            image_dist = encoded["image_latent_dist"]
+        latents = self.family.image_latents(self.sample_moments(image_dist, generators), latent_frames)
+        if train and self.hparams.image_dropout > 0:
+            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.image_dropout
+            latents = torch.where(drop.view(-1, 1, 1, 1, 1).to(latents.device), torch.zeros_like(latents), latents)
+        return latents
 
     def prompt_embeddings(self, batch: dict, drop: torch.Tensor) -> torch.Tensor:
         """T5 embeddings of the captions (cached or computed), the empty prompt where ``drop``."""
@@ -305,12 +347,12 @@ class CogVideoXModule(L.LightningModule):
                    timestep: int | None = None) -> torch.Tensor:
         """The objective for one batch; all randomness drawn from ``generators`` in a fixed order.
 
-        ``moments`` and ``prompt_embeds`` may be passed in when the same batch is scored several
+        ``moments`` (``latent_moments``' dict) and ``prompt_embeds`` may be passed in when the same batch is scored several
         times (validation), so the VAE and T5 run once. ``timestep`` fixes every sample's timestep
         (the per-bucket validation loss) instead of drawing it.
         """
-        moments = self.latent_moments(batch) if moments is None else moments
-        latents = self.draw_latents(moments, generators).to(self.transformer.dtype if self.hparams.mode == "lora"
+        encoded = self.latent_moments(batch) if moments is None else moments
+        latents = self.draw_latents(encoded["latent_dist"], generators).to(self.transformer.dtype if self.hparams.mode == "lora"
                                                               else torch.float32)
         n_train = self.components.scheduler.config.num_train_timesteps
         noise = self.draw(generators, latents.shape[1:]).to(latents.dtype)
@@ -323,9 +365,12 @@ class CogVideoXModule(L.LightningModule):
         if prompt_embeds is None:
             prompt_embeds = self.prompt_embeddings(batch, drop)
         prompt_embeds = prompt_embeds.to(latents.dtype)  # a cache may hold them in another dtype (prepare --dtype)
+        image_latents = None
+        if self.family.image_conditioned:  # drawn after every text-to-video draw: those stay as they were
+            image_latents = self.draw_image_latents(encoded, generators, latents.shape[1], train).to(latents.dtype)
         with self.attention_kernel():
             return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
-                                  noise=noise, timesteps=timesteps, family=self.family)
+                                  noise=noise, timesteps=timesteps, family=self.family, image_latents=image_latents)
 
     def attention_kernel(self):
         """The SDPA backend context the recipe asks for (a no-op when it asks for none)."""

@@ -1,6 +1,7 @@
 """Model families: everything that differs between the members of the CogVideoX family lives here.
 
-One module per family (``cogvideox_2b.py``, ``cogvideox_5b.py``, ``cogvideox15_5b.py``), each a subclass of
+One module per family (``cogvideox_2b.py``, ``cogvideox_5b.py``, ``cogvideox15_5b.py``, and the image-to-video
+``cogvideox_5b_i2v.py``, ``cogvideox15_5b_i2v.py`` with what they share in ``image_to_video.py``), each a subclass of
 ``ModelFamily`` registered in ``FAMILIES``. A family owns: the native clip (the recipes' and suites'
 default), the clip rules (frame count, sizes) with the fix in the message, the text length, the VAE scaling
 of latents, the latent frame padding for ``patch_size_t`` (which the stock pipeline removes after sampling), the
@@ -19,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 # the families, registered on import; detection takes the first whose ``matches`` holds
-from workbench.model.families import cogvideox15_5b, cogvideox_2b, cogvideox_5b  # noqa: F401
+from workbench.model.families import (cogvideox15_5b, cogvideox15_5b_i2v, cogvideox_2b,  # noqa: F401
+                                       cogvideox_5b, cogvideox_5b_i2v)
 from workbench.model.families.base import FAMILIES, Clip, FamilyError, ModelFamily
 
 __all__ = ["FAMILIES", "Clip", "FamilyError", "ModelFamily", "family_class", "family_of_configs",

@@ -43,6 +43,7 @@ class ModelFamily:
     size_multiple: ClassVar[int] = 16  # VAE factor 8 x patch size 2
     released_text_len: ClassVar[int] = 226  # the released transformer's max_text_seq_length
     temporal_compression: ClassVar[int] = 4  # the causal VAE: 4k+1 frames -> k+1 latent frames
+    image_conditioned: ClassVar[bool] = False  # image-to-video: the transformer also takes an image's latents
 
     def __init__(self, transformer_config: Mapping[str, Any], vae_config: Mapping[str, Any] | None = None):
         self.transformer_config = dict(transformer_config)
@@ -94,11 +95,22 @@ class ModelFamily:
         return int(self.transformer_config["max_text_seq_length"])
 
     # -- encoding (training from raw video, the cache, validation: one code path) --------------------------
-    def encode_clips(self, vae, videos) -> dict:
+    def encode_clips(self, vae, videos, images=None, generators=None) -> dict:
         """The named tensors a batch of clips (B, C, F, H, W in [-1, 1]) is stored as in the cache and read as in
         training: the VAE's latent distribution (mean and log-variance, 2C channels), so a cached sample draws a
-        fresh latent every step as a raw one does. A family that conditions on more (an image) adds its tensors."""
+        fresh latent every step as a raw one does. A family that conditions on more (an image: ``images``
+        (B, C, H, W), default each clip's first frame; ``generators``, one per clip, for its noise) adds its
+        tensors."""
         return {"latent_dist": vae.encode(videos.to(vae.dtype)).latent_dist.parameters}
+
+    # -- image conditioning (image-to-video families override; see cogvideox_i2v.py) ------------------
+    def transformer_inputs(self, noisy, image_latents=None) -> dict:
+        """The keyword arguments of the transformer's forward besides timestep, text and rotary: the noisy
+        latents (B, F, C, H, W) as ``hidden_states``; an image-to-video family concatenates its image latents on
+        channels and adds ``ofs``, exactly as its stock pipeline calls the transformer."""
+        if image_latents is not None:
+            raise ValueError(f"{self.title} is a text-to-video family: it takes no image latents")
+        return {"hidden_states": noisy}
 
     def encode_prompts(self, tokenizer, text_encoder, captions: list[str]):
         """T5 embeddings of ``captions``, padded and truncated to ``text_len`` as the pipeline encodes them."""

@@ -292,3 +292,26 @@ def test_bucket_batch_sampler(drop_last):
     assert list(sampler) == epochs[1]  # ...deterministically
     ordered = BucketBatchSampler(buckets=buckets, batch_size=3, shuffle=False, drop_last=False)
     assert [i for b in ordered for i in b] == sorted(range(24), key=lambda i: (buckets[i], i))
+
+
+def test_data_check_validates_conditioning_images(tmp_path, sample_data_dir):
+    """Image-to-video datasets: an image missing, outside the root or undecodable is an error naming the row."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from workbench.data.check import check_dataset
+
+    root = tmp_path / "d"
+    shutil.copytree(sample_data_dir, root, ignore=shutil.ignore_patterns(".workbench-cache"))
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    Image.new("RGB", (96, 64)).save(root / "ok.png")
+    (root / "notes.png").write_text("not an image")
+    for row, image in zip(rows, ["ok.png", "missing.png", "../up.png", "notes.png"]):
+        row["image"] = image
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = check_dataset(root, 9, 8, 64, 64, decode=False, progress=False)
+    codes = {i.file: i.code for i in report.errors}
+    assert codes == {rows[1]["file_name"]: "missing_image", rows[2]["file_name"]: "path_outside_root",
+                     rows[3]["file_name"]: "bad_image"}

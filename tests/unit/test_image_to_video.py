@@ -125,3 +125,86 @@ def test_a_text_to_video_family_refuses_image_latents():
     i2v = family_class("cogvideox-5b-i2v")({"max_text_seq_length": 226})
     with pytest.raises(ValueError, match="needs image latents"):
         i2v.transformer_inputs(torch.zeros(1, 2, 4, 8, 8))
+
+
+# -- data: the optional image column ---------------------------------------------------------------------
+
+def write_dataset(root, layout: str, images: list[str | None]):
+    """A dataset folder of ``len(images)`` entries (no videos needed to read the manifest) in ``layout``."""
+    import csv
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"v{i}.mp4" for i in range(len(images))]
+    if layout == "jsonl":
+        rows = [{"file_name": n, "caption": f"c{i}", **({"image": im} if im is not None else {})}
+                for i, (n, im) in enumerate(zip(names, images))]
+        (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif layout == "csv":
+        with open(root / "metadata.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file_name", "caption", "image"])
+            w.writerows([n, f"c{i}", im or ""] for i, (n, im) in enumerate(zip(names, images)))
+    else:
+        (root / "videos.txt").write_text("\n".join(names) + "\n")
+        (root / "prompts.txt").write_text("\n".join(f"c{i}" for i in range(len(names))) + "\n")
+        (root / "images.txt").write_text("\n".join(im or "" for im in images) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "csv", "cogvideo"])
+def test_every_manifest_layout_reads_an_optional_image(tmp_path, layout):
+    from workbench.data.manifest import read_manifest
+
+    root = write_dataset(tmp_path / layout, layout, ["first/0.png", None, " 2.jpg "])
+    assert [e.image for e in read_manifest(root)] == ["first/0.png", None, "2.jpg"]
+    assert read_manifest(root)[0].image_path(root) == root / "first/0.png"
+
+
+def test_images_txt_shorter_than_videos_txt_is_an_error(tmp_path):
+    from workbench.data.manifest import ManifestError, read_manifest
+
+    root = write_dataset(tmp_path / "d", "cogvideo", ["a.png", "b.png", "c.png"])
+    (root / "images.txt").write_text("a.png\n")
+    with pytest.raises(ManifestError, match="images.txt: 1 lines for 3 videos"):
+        read_manifest(root)
+
+
+def test_an_image_outside_the_root_is_refused_like_a_video(tmp_path):
+    from workbench.data.manifest import ManifestError, read_manifest, refuse_paths_outside_root
+
+    root = write_dataset(tmp_path / "d", "jsonl", ["../secret.png", "ok.png"])
+    with pytest.raises(ManifestError, match=r"v0.mp4 \(metadata.jsonl:1\): path leaves the dataset root .*"
+                                            r"\(image ../secret.png\)"):
+        refuse_paths_outside_root(read_manifest(root), root, "fit")
+
+
+def test_dataset_loads_the_named_image_at_the_clip_size_and_cache_notices_a_changed_image(tmp_path, sample_data_dir):
+    import json
+    import shutil
+
+    from workbench.data.cache import CacheError, check_images
+    from workbench.data.dataset import SampleError, VideoCaptionDataset
+    from workbench.data.manifest import read_manifest
+
+    root = tmp_path / "d"
+    shutil.copytree(sample_data_dir, root, ignore=shutil.ignore_patterns(".workbench-cache"))
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    Image.new("RGB", (128, 96), (255, 0, 0)).save(root / "red.png")
+    rows[0]["image"], rows[1]["image"] = "red.png", "gone.png"
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    entries = read_manifest(root)
+    ds = VideoCaptionDataset(root, entries, 9, 64, 64, 8)
+    sample = ds.load(0)
+    assert sample["image"].shape == (3, 64, 64)
+    torch.testing.assert_close(sample["image"][0], torch.ones(64, 64))  # red, in [-1, 1]
+    torch.testing.assert_close(sample["image"][1], -torch.ones(64, 64))
+    assert "image" not in ds.load(2)  # no image: the family takes the clip's first frame
+    with pytest.raises(SampleError, match=r"\(metadata.jsonl:2\): image gone.png: no such file"):
+        ds.load(1)
+    index = {"entries": [{"file_name": e.file_name, "image": e.image} for e in entries]}
+    check_images(root, index, entries)  # unchanged: fine
+    rows[0]["image"] = None
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CacheError, match="1 clips have another image than when the cache was made"):
+        check_images(root, index, read_manifest(root))

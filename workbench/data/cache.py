@@ -191,13 +191,25 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
         "root": str(Path(root).resolve()),
         "complete": len(have) == len(entries),
         "num_entries": len(entries),
-        "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption,
+        "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption, "image": entries[i].image,
                      "shard": shard_path(cache_dir, i).name, "size": _shard_size(shard_path(cache_dir, i))}
                     for i in have],
         "failed": failures,
     }
     atomic_write_json(cache_dir / "index.json", index)
     return index
+
+
+def check_images(cache_dir: str | Path, index: dict, manifest: list[Entry]) -> None:
+    """CacheError when the manifest now names other conditioning images than the cache was encoded with (an
+    image-to-video cache stores each image's latents, so they are part of what keys it)."""
+    cached = {e["file_name"]: e.get("image") for e in index.get("entries", [])}
+    changed = [e for e in manifest if e.file_name in cached and cached[e.file_name] != e.image]
+    if changed:
+        e = changed[0]
+        raise CacheError(f"{cache_dir}: {len(changed)} clips have another image than when the cache was made (first: "
+                         f"{e.file_name}, {e.where}: {e.image!r}, cached {cached[e.file_name]!r}); delete the cache "
+                         "folder (or prepare into a new one) to encode them again")
 
 
 def _shard_size(path: Path) -> list[int]:

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from workbench.common import UserError
 from workbench.data.manifest import Entry
-from workbench.data.video import VideoError, load_clip
+from workbench.data.video import VideoError, load_clip, resize_crop
 
 
 class SampleError(UserError, ValueError):
@@ -58,7 +58,10 @@ class VideoCaptionDataset(Dataset):
             video = load_clip(entry.path(self.root), self.num_frames, height, width, self.fps)
         except VideoError as e:
             raise SampleError(f"{entry.file_name} ({entry.where}): {e}") from e
-        return {"video": video, "caption": entry.caption, "id": entry.file_name}
+        sample = {"video": video, "caption": entry.caption, "id": entry.file_name}
+        if entry.image is not None:
+            sample["image"] = load_image(entry, self.root, height, width)
+        return sample
 
     def __getitem__(self, index: int) -> dict:
         if self.on_bad_sample == "error":
@@ -91,6 +94,24 @@ class VideoCaptionDataset(Dataset):
             j = (index + k) % n
             if self.sizes is None or self.sizes[j] == size:
                 yield j
+
+
+def load_image(entry: Entry, root: Path, height: int, width: int) -> torch.Tensor:
+    """An entry's conditioning image as (C, H, W) in [-1, 1], resized and centre-cropped to the clip's size as
+    its video is (``resize_crop``); SampleError naming the entry for a missing or undecodable file."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    path = entry.image_path(root)
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: not a readable image ({e})") from None
+    frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float()  # (1, C, h, w), as load_clip's
+    return (resize_crop(frame, height, width)[0] / 127.5 - 1.0).contiguous()
 
 
 def collate(samples: list[dict]) -> dict:

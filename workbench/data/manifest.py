@@ -6,6 +6,10 @@ Two layouts are read (documented in datasets/README.md):
   (the Hugging Face videofolder layout);
 * ``prompts.txt`` + ``videos.txt``, one entry a line, line N of each belonging together
   (the CogVideo repo's finetune layout).
+
+Image-to-video datasets may name each clip's conditioning image: an ``image`` column (jsonl/csv) or an
+``images.txt`` beside ``videos.txt``, paths inside the dataset root like the videos'. Without one, an
+image-to-video model is conditioned on the clip's first sampled frame.
 """
 
 from __future__ import annotations
@@ -40,14 +44,23 @@ class Entry:
     file_name: str
     caption: str | None
     where: str
+    image: str | None = None  # image-to-video: the conditioning image (default: the clip's first frame)
 
     def path(self, root: str | Path) -> Path:
         """The entry's file under ``root``. The dataset root is a boundary: an absolute path, a path that
         leaves it with ``..`` or a symlink that resolves outside it raises PathOutsideRoot naming the line."""
+        return self._inside(root, self.file_name)
+
+    def image_path(self, root: str | Path) -> Path | None:
+        """The entry's conditioning image under ``root`` (the same boundary as ``path``), or None."""
+        return None if self.image is None else self._inside(root, self.image)
+
+    def _inside(self, root: str | Path, name: str) -> Path:
         root = Path(root)
         real_root = root.resolve()
-        name = self.file_name
         fix = "copy the file into the dataset folder and list it relative to it"
+        if name != self.file_name:  # the entry's image: say so
+            fix = f"{fix} (image {name})"
         if Path(name).is_absolute() or Path(name).drive:
             raise PathOutsideRoot(self, f"absolute path; manifest paths must be relative to the dataset root ({root}): "
                                         f"{fix}")
@@ -102,7 +115,8 @@ def read_manifest(root: str | Path) -> list[Entry]:
                 raise ManifestError(f"{path}:{n}: invalid JSON ({e.msg})") from e
             if not isinstance(row, dict) or "file_name" not in row:
                 raise ManifestError(f"{path}:{n}: each line needs a 'file_name' (and 'caption') field")
-            entries.append(Entry(str(row["file_name"]), _caption(row.get("caption")), f"{layout}:{n}"))
+            entries.append(Entry(str(row["file_name"]), _caption(row.get("caption")), f"{layout}:{n}",
+                                 _image(row.get("image"))))
     elif layout == "metadata.csv":
         path = root / layout
         # The csv module reads quoted fields across lines (a caption with a line break) and counts lines
@@ -115,7 +129,8 @@ def read_manifest(root: str | Path) -> list[Entry]:
         reader.fieldnames = fields
         start = reader.line_num + 1
         for row in reader:
-            entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")), f"{layout}:{start}"))
+            entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")), f"{layout}:{start}",
+                                 _image(row.get("image"))))
             start = reader.line_num + 1
     else:
         prompts = _read_text(root / "prompts.txt").splitlines()
@@ -124,8 +139,13 @@ def read_manifest(root: str | Path) -> list[Entry]:
             videos.pop()
         if len(prompts) < len(videos):
             prompts += [""] * (len(videos) - len(prompts))
-        for n, (video, prompt) in enumerate(zip(videos, prompts), start=1):
-            entries.append(Entry(video.strip(), _caption(prompt), f"videos.txt:{n}"))
+        images = _read_text(root / "images.txt").splitlines() if (root / "images.txt").is_file() else []
+        if images and len(images) < len(videos):
+            raise ManifestError(f"{root / 'images.txt'}: {len(images)} lines for {len(videos)} videos; give every "
+                                "video its image (line N of images.txt belongs to line N of videos.txt)")
+        images += [""] * (len(videos) - len(images))
+        for n, (video, prompt, image) in enumerate(zip(videos, prompts, images), start=1):
+            entries.append(Entry(video.strip(), _caption(prompt), f"videos.txt:{n}", _image(image)))
     if not entries:
         raise ManifestError(f"{root / layout.split(' ')[0]}: the manifest lists no videos")
     return entries
@@ -138,12 +158,21 @@ def _caption(value) -> str | None:
     return text or None
 
 
+def _image(value) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):  # an empty csv cell
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def paths_outside_root(entries: list[Entry], root: str | Path) -> list[str]:
-    """The messages of every entry whose file leaves ``root`` (see ``Entry.path``); empty when none does."""
+    """The messages of every entry whose file (or image) leaves ``root`` (see ``Entry.path``); empty when none
+    does."""
     problems = []
     for entry in entries:
         try:
             entry.path(root)
+            entry.image_path(root)
         except PathOutsideRoot as e:
             problems.append(str(e))
     return problems

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from workbench.common import torch_dtype
 from workbench.data.cache import cache_key, encode_entries
+from workbench.data.dataset import load_image
 from workbench.data.validate import nearest_bucket
 from workbench.data.video import load_clip, probe
 
@@ -63,7 +64,10 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
         video = load_clip(path, num_frames, size[0], size[1], fps)
         # an image-to-video family noises the clip's image once, seeded by the clip's file name (per_clip)
         generators = clip_generators([entry.file_name]) if family.image_conditioned else None
-        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), generators=generators)
+        image = None
+        if family.image_conditioned and entry.image is not None:  # else the clip's first frame
+            image = load_image(entry, Path(root), size[0], size[1]).unsqueeze(0).to(device, dtype_)
+        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), images=image, generators=generators)
         return {**{k: v[0] for k, v in tensors.items()}, "prompt_embeds": embed(entry.caption), "size": size}
 
     return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,

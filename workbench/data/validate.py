@@ -26,7 +26,7 @@ ERROR, WARNING = "error", "warning"
 UNUSABLE = frozenset({
     "missing_file_name", "path_outside_root", "missing_file", "not_a_file", "zero_length", "not_video",
     "corrupt", "unsupported_codec", "decoder_crash", "decoder_timeout", "no_frames", "unknown_fps", "too_short",
-    "missing_caption", "caption_not_utf8", "check_failed",
+    "missing_caption", "caption_not_utf8", "check_failed", "missing_image", "bad_image",
 })
 
 
@@ -162,6 +162,35 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
         _check_length(result, num_frames, fps)
 
 
+def _check_image(result: SampleResult, root: Path) -> None:
+    """An image-to-video entry's conditioning image: inside the root, present, decodable (PIL)."""
+    from PIL import Image, UnidentifiedImageError
+
+    entry = result.entry
+    if entry.image is None:
+        return
+    try:
+        path = entry.image_path(root)
+    except PathOutsideRoot as e:
+        result.add(ERROR, "path_outside_root", e.reason)
+        return
+    if not path.is_file():
+        result.add(ERROR, "missing_image", f"image {entry.image} not found under {root}: fix the path or remove it "
+                   "(without one, the clip's first frame conditions)")
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        result.add(ERROR, "bad_image", f"image {entry.image} is not a readable image ({e}): replace it with a PNG or "
+                   "JPEG")
+        return
+    if result.height and result.width and abs(w / h - result.width / result.height) > 0.01:
+        result.add(WARNING, "image_aspect", f"image {entry.image} is {w}x{h}, the video {result.width}x{result.height}: "
+                   "another aspect ratio, so the centre crop to the clip's size cuts them differently")
+
+
 def _report_undecodable(result: SampleResult, path: Path, head: bytes, info: dict) -> None:
     code, error = info.get("code"), info.get("error", "unknown error")
     fix = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4) or remove the row"
@@ -222,6 +251,7 @@ def validate_entries(root: str | Path, entries: list[Entry], num_frames: int, fp
         try:
             _check_caption(result)
             _check_file(result, root, num_frames, fps, pool, decode)
+            _check_image(result, root)
         except Exception as e:  # a path the OS rejects (NUL byte, too long...): name it, check the others
             result.add(ERROR, "check_failed", f"could not be checked ({type(e).__name__}: {e}): fix the manifest row")
         return result

@@ -160,13 +160,14 @@ class VideoDataModule(L.LightningDataModule):
 
     def _setup_cache(self) -> None:
         """Train and validate from the cache; the key must match this run's model and data settings."""
-        from workbench.data.cache import CachedLatentDataset, cache_key, read_index
+        from workbench.data.cache import CachedLatentDataset, cache_key, check_images, read_index
 
         hp = self.hparams
         model = self._model()
         expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets) if model else None
         cache = self._cache_dir()
         index = read_index(cache)
+        check_images(cache, index, read_manifest(hp.root))
         entries = None
         if hp.on_bad_sample == "skip" and not index.get("complete"):
             entries = index.get("entries", [])

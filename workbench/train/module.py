@@ -272,7 +272,7 @@ class CogVideoXModule(L.LightningModule):
                                "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
                                "model.encoders=device")
         generators = clip_generators(batch["id"]) if self.family.image_conditioned else None
-        return self.family.encode_clips(self.vae, batch["video"], generators=generators)
+        return self.family.encode_clips(self.vae, batch["video"], images=batch.get("image"), generators=generators)
 
     def per_sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).

@@ -5,6 +5,9 @@
 
 A user's mistake (a ``UserError``: a missing path, a bad recipe value, a bad manifest) ends in one line,
 ``error: ...``, and exit status 2, without a traceback; ``WORKBENCH_DEBUG=1`` shows the traceback.
+
+The console shows the workbench's stages, bars, data warnings and results; ``workbench -v COMMAND`` (or
+``WORKBENCH_VERBOSE=1``) adds the libraries' own notes and progress bars (workbench.console).
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
         description="Fine-tune and evaluate CogVideoX. Training: `workbench fit --config recipes/NAME.yaml` "
-        "(LightningCLI; `workbench fit --help` lists every option).",
+        "(LightningCLI; `workbench fit --help` lists every option). `workbench -v COMMAND` also shows the "
+        "libraries' own notes and progress bars.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' own notes and progress bars (before the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _, module in COMMANDS:
         importlib.import_module(module).register(sub)
@@ -34,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-v", "--verbose"):  # the libraries' own notes and bars too (workbench.console)
+        argv.pop(0)
+        os.environ["WORKBENCH_VERBOSE"] = "1"
+        if from_command_line:
+            sys.argv.pop(1)  # LightningCLI (and DDP's launcher) read sys.argv
+    from workbench.console import quiet_libraries
+
+    quiet_libraries()
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             return run_lightning(None if from_command_line else argv)

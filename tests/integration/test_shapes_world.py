@@ -47,7 +47,27 @@ def quickstart(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("quickstart")
     proc = run_cli(["quickstart"], cwd=work, timeout=900)
     summary = json.loads((work / "workbench-quickstart" / "summary.json").read_text())
-    return {"work": work, "summary": summary, "stdout": proc.stdout}
+    return {"work": work, "summary": summary, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+# What the libraries print on their own, which the console keeps behind `workbench -v` (workbench/console.py)
+LIBRARY_NOISE = ("Loading weights", "Loading pipeline components", "should be kept in float32", "Tip:",
+                 "GPU available", "TPU available", "deprecated", "Epoch ", "Seed set to", "INFO mlflow",
+                 "Trainer.fit` stopped", "Writing model shards", "configure_callbacks")
+
+
+def test_quickstart_console_is_its_stages_its_bars_one_warning_per_fact_and_the_table_last(quickstart):
+    out, err = quickstart["stdout"], quickstart["stderr"]
+    screen = [line for line in (out + err).split("\n") if line.strip()]  # a bar's \r updates: one line
+    assert len(screen) <= 40, "\n".join(screen)
+    noise = [line for line in screen if any(marker in line for marker in LIBRARY_NOISE)]
+    assert not noise, noise
+    assert err.count("FVD reference set has") == 1 and err.count("FVD generated set has") == 1, err
+    assert all(line.startswith("warning: ") for line in err.splitlines() if "rank-deficient" in line), err
+    last = [line for line in out.splitlines() if line.strip()]
+    assert last[-1].startswith("12 videos per model and suite") and last[-2].startswith("| CLIP score"), last[-4:]
+    assert [line for line in out.splitlines() if line.startswith("== ")][:4] == [
+        line for line in out.splitlines() if line.startswith("== ") and "/4" in line]
 
 
 def test_pretrained_miniature_draws_its_domain_and_not_the_held_out_colour():

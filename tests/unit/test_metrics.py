@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import re
 
 import numpy as np
@@ -175,8 +177,14 @@ def test_fvd_warns_and_refuses_small_sets(standins):
     with pytest.raises(ValueError, match="at least 2 generated videos"):
         metric.compute()
     metric.update(_videos(6, 2), real=False)
+    import workbench.metrics.fvd as fvd_module
+
+    fvd_module._WARNED.clear()  # warned once a process: another test of this worker may have seen this size
     with pytest.warns(UserWarning, match="rank-deficient.*not comparable"):
         metric.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metric.compute()  # the same sets again: said once already
 
 
 def test_missing_detector_is_a_clear_error(tmp_path):

@@ -130,7 +130,6 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (workdir / "summary.md").write_text(table + "\n")
     print("\n== workbench quickstart done ==\n")
-    print(table)
     print(f"MLflow run     : {summary['run_id']} in {summary['tracking_uri']} (experiment shapes-lora)")
     print(f"run directory  : {summary['run_dir']}")
     print(f"last checkpoint: {checkpoint}")
@@ -143,6 +142,8 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
           "left to right on a dark background\" --frames 17 --height 64 --width 64 --steps 25 --out video.mp4")
     print(f"open the UI    : {ui_command(summary['tracking_uri'])}")
     print(f"took           : {process_seconds():.0f} s in all, since this process started (imports included)")
+    print()
+    print(table)  # the result, last on the screen
     return summary
 
 

@@ -244,7 +244,9 @@ def _check_sample_count(n: int, which: str, dim: int = I3D_FEATURE_DIM) -> None:
             f"FVD needs at least 2 {which} videos for a covariance, got {n}; "
             f"published FVD uses {PUBLISHED_NUM_VIDEOS} per set."
         )
-    if n <= dim:
+    which = "reference" if which.startswith("real") else which  # one set, one name: "real (reference)" is it
+    if n <= dim and (which, n, dim) not in _WARNED:
+        _WARNED.add((which, n, dim))  # once a process: the statistics are computed and re-read several times
         warnings.warn(
             f"FVD {which} set has {n} videos <= {dim} feature dims, so its covariance is "
             "rank-deficient and the FVD is not comparable to published numbers "
@@ -252,6 +254,9 @@ def _check_sample_count(n: int, which: str, dim: int = I3D_FEATURE_DIM) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+_WARNED: set[tuple[str, int, int]] = set()
 
 
 @dataclass(frozen=True)

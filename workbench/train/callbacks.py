@@ -141,3 +141,19 @@ class StepStats(L.Callback):
             metrics["perf/gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             metrics["perf/gpu_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / 2**30
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+
+def step_progress_bar():
+    """Lightning's Rich progress bar, described by optimizer step ("step 120/300") instead of "Epoch 74/-2"
+    (a run bounded by ``max_steps`` has ``max_epochs`` -1); None where Lightning would not use Rich."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            max_steps = self.trainer.max_steps
+            if max_steps is None or max_steps < 0:
+                return super()._get_train_description(current_epoch)
+            text = f"step {self.trainer.global_step}/{max_steps}"
+            return f"{text:{len(self.validation_description)}}" if len(self.validation_description) > len(text) else text
+
+    return StepProgressBar

@@ -450,6 +450,18 @@ class CogVideoXModule(L.LightningModule):
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def configure_callbacks(self):
+        """Replace Lightning's default Rich progress bar by one that counts optimizer steps (a subclass, so
+        Lightning swaps it in); a recipe's own progress bar, or none, is left alone."""
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        from workbench.train.callbacks import step_progress_bar
+
+        bar = getattr(self._trainer, "progress_bar_callback", None) if self._trainer is not None else None
+        if type(bar) is RichProgressBar:
+            return [step_progress_bar()(theme=bar.theme)]
+        return []
+
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only trained weights: LoRA tensors in lora mode, the transformer in full mode."""

@@ -12,6 +12,8 @@ LightningCLI calls it (as its ``save_config_callback``) once the trainer exists.
 
 from __future__ import annotations
 
+import warnings
+
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
@@ -47,7 +49,9 @@ class RunSetup(SaveConfigCallback):
         if self.config.get("ckpt_path") and path.exists():
             name = f"resume-step_{resume_step:06d}" if resume_step is not None else "resume"
             path, artifact_dir = directory / f"config.{name}.yaml", f"recipe/{name}"
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        with warnings.catch_warnings():  # jsonargparse >= 4.49 deprecates skip_none for skip_unset; both write Nones
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(directory / "checkpoints")

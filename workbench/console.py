@@ -1,0 +1,91 @@
+"""What the console shows: the workbench's stages, its own progress bars, the warnings about the user's data
+(once each), and the result. The libraries' own notes (diffusers' and transformers' loading bars and
+"should be kept in float32" notes, Lightning's device lines, tips and deprecation notes, MLflow's database
+setup lines, and PyTorch/Lightning/diffusers deprecation warnings) are hidden unless the command runs with
+``workbench -v ...`` or ``WORKBENCH_VERBOSE=1``.
+
+Nothing is filtered by what a warning says about the user's data: the filters name the libraries' loggers and
+the modules their warnings come from, so a warning the workbench raises (``rank_zero_warn`` from a workbench
+module: a truncated caption, a skipped sample) always shows, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# the libraries whose own notes go behind -v: their loggers, and the modules their Python warnings come from
+LIBRARY_LOGGERS = ("diffusers", "transformers", "mlflow", "alembic", "torch", "jsonargparse", "peft", "accelerate",
+                   "httpx", "urllib3", "huggingface_hub")
+LIBRARY_MODULES = r"(lightning|lightning_fabric|pytorch_lightning|torch|diffusers|transformers|mlflow|peft|" \
+                  r"jsonargparse|accelerate|huggingface_hub|torchmetrics|sqlalchemy|alembic|pydantic)(\.|$)"
+
+_configured: bool | None = None
+
+
+def verbose() -> bool:
+    return os.environ.get("WORKBENCH_VERBOSE", "") not in ("", "0")
+
+
+def quiet_libraries(force: bool = False) -> bool:
+    """Hide the libraries' notes (unless verbose); returns whether they are hidden. Safe to call repeatedly;
+    ``WORKBENCH_VERBOSE`` is read from the environment, so DDP's child processes follow their parent."""
+    global _configured
+    if _configured is not None and not force:
+        return _configured
+    _configured = hide = not verbose()
+    if not hide:
+        return False
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
+    try:
+        import diffusers.utils.logging as dlog
+
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import transformers.utils.logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning, UserWarning, RuntimeWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+    # Lightning prints its device lines, "💡 Tip"s and "`Trainer.fit` stopped" through rank_zero_info on its own
+    # handlers, the same function the workbench's stage lines use: keep the records whose caller is workbench code.
+    # The filter sits on the loggers rank_zero_info writes to (created here if Lightning is not imported yet; a
+    # logger's own filters see the records made at it), so it holds whenever Lightning is imported.
+    for package in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logger = logging.getLogger(f"{package}.utilities.rank_zero")
+        if _only_workbench not in logger.filters:
+            logger.addFilter(_only_workbench)
+    for name in ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed"):  # "Seed set to 0"
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The workbench's own warnings: once per message, however many times a loop raises them, on one line.
+    warnings.filterwarnings("once", module=r"workbench(\.|$)")
+    warnings.formatwarning = _one_line
+    return True
+
+
+_library_format = warnings.formatwarning
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """``warning: MESSAGE`` for the workbench's warnings (they speak to the user, not of a source line)."""
+    if os.path.abspath(filename).startswith(_PACKAGE_DIR):
+        return f"warning: {message}\n"
+    return _library_format(message, category, filename, lineno, line)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _only_workbench(record: logging.LogRecord) -> bool:
+    """A library record passes when the workbench logged it (rank_zero_info from a workbench module), or it is
+    an error."""
+    return record.levelno >= logging.ERROR or os.path.abspath(record.pathname).startswith(_PACKAGE_DIR)

@@ -27,7 +27,8 @@ ALLOWED = {
     "shapes": {"common", "model", "metrics", "data", "eval"},
     "export": {"common", "model", "tracking"},
     "commands": {"common", "model", "data", "metrics", "tracking", "shapes", "train", "eval", "export"},
-    "cli": {"common", "commands"},
+    "cli": {"common", "commands", "console"},
+    "console": set(),
     "__init__": set(),
 }
 

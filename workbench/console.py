@@ -39,21 +39,13 @@ def quiet_libraries(force: bool = False) -> bool:
         return False
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
-    try:
-        import diffusers.utils.logging as dlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        import transformers.utils.logging as tlog
-
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
+    # Read when those libraries are imported (not here: a command that fails on a missing path must answer
+    # before torch is imported); their own loading bars are switched off right after their import.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    after_import("diffusers.utils.logging", lambda m: (m.set_verbosity_error(), m.disable_progress_bar()))
+    after_import("transformers.utils.logging", lambda m: (m.set_verbosity_error(), m.disable_progress_bar()))
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning, UserWarning, RuntimeWarning):
         warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
     # Lightning prints its device lines, "💡 Tip"s and "`Trainer.fit` stopped" through rank_zero_info on its own
@@ -83,6 +75,43 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def after_import(name: str, hook) -> None:
+    """Run ``hook(module)`` once ``name`` is imported: now if it already is, else right after its import (a
+    finder on ``sys.meta_path`` that wraps that one module's loader). The download bars of huggingface_hub are
+    not touched: a download is a long stage of the user's."""
+    import sys
+
+    if name in sys.modules:
+        hook(sys.modules[name])
+        return
+    sys.meta_path.insert(0, _AfterImport(name, hook))
+
+
+class _AfterImport:
+    def __init__(self, name: str, hook):
+        self.name, self.hook = name, hook
+
+    def find_spec(self, fullname, path=None, target=None):
+        import sys
+
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once
+        from importlib.util import find_spec
+
+        spec = find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader_exec, hook = spec.loader.exec_module, self.hook
+
+        def exec_module(module):
+            loader_exec(module)
+            hook(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _only_workbench(record: logging.LogRecord) -> bool:

@@ -189,7 +189,7 @@ from workbench.model import objective
 
 
 def epsilon_loss(transformer, scheduler, latents, prompt_embeds, noise=None, timesteps=None, generator=None,
-                 family=None):
+                 family=None, image_latents=None):
     # trains the network's output towards the noise (an epsilon target) while it is sampled as v
     noisy = scheduler.add_noise(latents, noise, timesteps)
     out = transformer(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=timesteps, return_dict=False)[0]

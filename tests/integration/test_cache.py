@@ -175,3 +175,35 @@ def test_resume_with_buckets_is_exact(tmp_path, tiny_model_dir, bucketed_data):
     assert whole["global_step"] == resumed["global_step"] == 5
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
+
+
+def test_a_corrupted_or_truncated_shard_is_named_with_the_fix(tmp_path, tiny_model_dir, sample_data_dir):
+    """Each shard's sha256 is recorded when it is written and checked when it is read: a flipped byte (which
+    would otherwise train on a wrong latent) and a truncated copy each end in one line naming the shard; once
+    it is deleted, prepare encodes only that shard again and the cache reads clean."""
+    from workbench.data.cache import CacheError, CachedLatentDataset
+
+    cache = tmp_path / "cache"
+    _prepare(tiny_model_dir, sample_data_dir, cache, tmp_path)
+    index = json.loads((cache / "index.json").read_text())
+    assert all(len(e["sha256"]) == 64 for e in index["entries"])
+    flipped, truncated = cache / "shards" / "000002.safetensors", cache / "shards" / "000005.safetensors"
+    data = bytearray(flipped.read_bytes())
+    data[-3] ^= 0x01  # one bit of a tensor's payload: the file still parses
+    flipped.write_bytes(bytes(data))
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    ds = CachedLatentDataset(cache)
+    ds[0]
+    with pytest.raises(CacheError, match=r"000002.safetensors: cache shard is corrupted .*delete it and re-run"):
+        ds[2]
+    with pytest.raises(CacheError, match=r"000005.safetensors: cache shard is corrupted"):
+        ds[5]
+    proc = run_cli(fit_args(tiny_model_dir, sample_data_dir, "--trainer.max_steps", "8", "--data.cache", str(cache),
+                            "--model.encoders", "offload"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "cache shard is corrupted" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    flipped.unlink()
+    truncated.unlink()
+    proc = _prepare(tiny_model_dir, sample_data_dir, cache, tmp_path)
+    ds = CachedLatentDataset(cache)
+    assert all(torch.isfinite(ds[i]["latent_dist"]).all() for i in range(len(ds)))

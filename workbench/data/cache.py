@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from workbench.common import UserError, atomic_write_json
+from workbench.common import UserError, atomic_write_json, atomic_write_text, file_sha256
 from workbench.data.manifest import Entry, read_manifest, refuse_paths_outside_root
 
 FORMAT_VERSION = 2  # 2: frames by presentation time, half-frame ties rounded up (caches of 1 are stale)
@@ -64,10 +64,36 @@ def config_sha256(config) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+def _atomic_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> str:
+    """Write ``tensors`` to ``path`` atomically; returns the file's sha256 (of the bytes as written)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    digest = file_sha256(tmp)
     os.replace(tmp, path)
+    return digest
+
+
+def checksum_path(shard: Path) -> Path:
+    """The shard's sha256, recorded when it was written (``NNNNNN.sha256`` beside it)."""
+    return shard.with_suffix(".sha256")
+
+
+def load_shard(path: Path, sha256: str | None) -> dict:
+    """A shard's tensors; with ``sha256`` (recorded when it was written) the bytes are checked first, so a flipped
+    byte or a truncated copy is a CacheError naming the shard and the fix, not a wrong latent or a crash."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    data = path.read_bytes()
+    fix = ("delete it and re-run `workbench prepare` (or fit with data.cache: auto): only the missing shards are "
+           "encoded again")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CacheError(f"{path}: cache shard is corrupted (its sha256 differs from the one recorded when it was "
+                         f"written; {len(data)} bytes): {fix}")
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CacheError(f"{path}: cache shard does not read as safetensors ({e}): {fix}") from None
 
 
 def normalised_fps(fps: float | str | None) -> float | None:
@@ -172,7 +198,8 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
             failures[entries[i].file_name] = f"{type(e).__name__}: {e}"
             continue
         height, width = tensors.pop("size")
-        _atomic_safetensors(shard_path(cache_dir, i), tensors, {"height": str(height), "width": str(width)})
+        digest = _atomic_safetensors(shard_path(cache_dir, i), tensors, {"height": str(height), "width": str(width)})
+        atomic_write_text(checksum_path(shard_path(cache_dir, i)), digest + "\n")
     if failures:
         atomic_write_json(cache_dir / f"failures.rank{rank}.json", failures)
     if rank == 0:
@@ -192,7 +219,8 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
         "complete": len(have) == len(entries),
         "num_entries": len(entries),
         "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption, "image": entries[i].image,
-                     "shard": shard_path(cache_dir, i).name, "size": _shard_size(shard_path(cache_dir, i))}
+                     "shard": shard_path(cache_dir, i).name, "size": _shard_size(shard_path(cache_dir, i)),
+                     "sha256": _recorded_sha256(shard_path(cache_dir, i))}
                     for i in have],
         "failed": failures,
     }
@@ -210,6 +238,14 @@ def check_images(cache_dir: str | Path, index: dict, manifest: list[Entry]) -> N
         raise CacheError(f"{cache_dir}: {len(changed)} clips have another image than when the cache was made (first: "
                          f"{e.file_name}, {e.where}: {e.image!r}, cached {cached[e.file_name]!r}); delete the cache "
                          "folder (or prepare into a new one) to encode them again")
+
+
+def _recorded_sha256(shard: Path) -> str | None:
+    """The checksum recorded when ``shard`` was written (None for a shard of a cache made before checksums)."""
+    try:
+        return checksum_path(shard).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def _shard_size(path: Path) -> list[int]:
@@ -252,7 +288,7 @@ class CachedLatentDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         entry = self.entries[i]
-        tensors = load_file(str(self.cache_dir / "shards" / entry["shard"]))
+        tensors = load_shard(self.cache_dir / "shards" / entry["shard"], entry.get("sha256"))
         # every named tensor the family's encoders stored (latent_dist, prompt_embeds, and whatever else it adds)
         return {**tensors, "caption": entry["caption"], "id": entry["file_name"]}
 

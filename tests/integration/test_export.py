@@ -313,3 +313,25 @@ def test_refuses_pickled_and_partial_checkpoints(trained_lora_run, tmp_path, cap
     assert call_export(str(trained_lora_run["checkpoint"]), "--out", str(tmp_path / "y"), "--no-mlflow",
                        "--base-model", str(tmp_path / "nowhere")) == 2
     assert "nowhere: no such model directory" in capsys.readouterr().err
+
+
+def test_a_half_copied_lora_or_merged_export_is_one_line(lora_export, tiny_model_dir, tmp_path):
+    """A truncated safetensors file (a half-finished copy of an export) is refused by its header and size before
+    anything loads: the LoRA file for generate --lora, a merged export's transformer for generate --model."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(lora_export, copy)
+    lora = copy / "pytorch_lora_weights.safetensors"
+    lora.write_bytes(lora.read_bytes()[: lora.stat().st_size // 2])
+    proc = run_cli(["generate", "--model", str(tiny_model_dir), "--lora", str(copy), "--prompt", "x", "--out",
+                    str(tmp_path / "v.mp4"), "--steps", "1"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "pytorch_lora_weights.safetensors: LoRA file is" in proc.stderr and "copy it again" in proc.stderr
+    shard = next((copy / "transformer").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-1])
+    proc = run_cli(["generate", "--model", str(copy), "--prompt", "x", "--out", str(tmp_path / "v.mp4"), "--steps",
+                    "1"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"{shard.name}: weights file is" in line and "where its header says" in line, line

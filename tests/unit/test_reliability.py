@@ -311,3 +311,22 @@ def test_no_unsafe_loading_anywhere():
         if ast.unparse(node.func.value) == "torch":
             kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
             assert kwargs.get("weights_only") == "True", f"{path.name}:{node.lineno}: torch.load without weights_only=True"
+
+
+def test_safetensors_files_are_checked_by_header_and_size(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from workbench.model.loading import CorruptWeightsError, check_safetensors_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(64), "b": torch.ones(3, 5)}, str(path))
+    check_safetensors_file(path)  # whole: fine
+    data = path.read_bytes()
+    for broken, message in ((data[:-1], "where its header says"), (data + b"\0", "where its header says"),
+                            (data[:5], "not a readable safetensors file"),
+                            (b"\xff" * 8 + data[8:], "not a readable safetensors file"),
+                            (data[:8] + b"{not json" + data[17:], "not a readable safetensors file")):
+        path.write_bytes(broken)
+        with pytest.raises(CorruptWeightsError, match=message):
+            check_safetensors_file(path)

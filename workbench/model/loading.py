@@ -101,6 +101,38 @@ def check_model_source(model: str) -> None:
         raise ModelNotFound(f"{model}: not a diffusers CogVideoX directory, missing {', '.join(missing)}")
     for sub in ("transformer", "vae", "text_encoder"):
         refuse_pickled_weights(path / sub)
+        for weights in sorted((path / sub).glob("*.safetensors")) if (path / sub).is_dir() else []:
+            check_safetensors_file(weights)
+
+
+class CorruptWeightsError(UserError, ValueError):
+    """A safetensors file whose size or header says it is not whole (a half-copied or truncated file)."""
+
+
+def check_safetensors_file(path: str | Path, what: str = "weights file") -> None:
+    """Refuse, in one line naming the file, a safetensors file that is truncated or does not parse: its 8-byte
+    header length, its JSON header and the end of its last tensor must fit the file's size exactly. Reads the
+    header only (cheap for a 20 GB shard); a flipped byte inside a tensor is caught by an export's sha256
+    (``workbench export`` records them in export.json; ``verify_export``)."""
+    import json
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    fix = "copy it again from its source (a half-copied or truncated file)"
+    try:
+        with path.open("rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > min(size - 8, 100 * 2**20):
+                raise ValueError(f"a header of {header_len} bytes")
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CorruptWeightsError(f"{path}: {what} is not a readable safetensors file ({e}; {size} bytes): {fix}") \
+            from None
+    if 8 + header_len + end != size:
+        raise CorruptWeightsError(f"{path}: {what} is {size} bytes where its header says {8 + header_len + end}: "
+                                  f"{fix}")
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

@@ -30,12 +30,12 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
     import torch
 
     from workbench.model.families import FamilyError, family_of_model
-    from workbench.model.loading import check_model_source
+    from workbench.model.loading import check_model_source, check_safetensors_file
 
     try:
         check_model_source(model)
         pipeline_class = getattr(diffusers, family_of_model(model).pipeline_class)
-    except (FileNotFoundError, FamilyError) as e:
+    except (FileNotFoundError, FamilyError, UserError) as e:
         raise GenerateError(str(e)) from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
@@ -46,6 +46,12 @@ def load_pipeline(model: str, lora: str | None = None, device: str | None = None
         raise GenerateError(f"cannot load {model}: {first_line(e)}") from None
     if lora is not None:
         path = Path(lora)
+        lora_file = path if path.is_file() else path / "pytorch_lora_weights.safetensors"
+        if lora_file.is_file():
+            try:
+                check_safetensors_file(lora_file, "LoRA file")
+            except UserError as e:
+                raise GenerateError(str(e)) from None
         if path.is_file():
             pipe.load_lora_weights(str(path.parent), weight_name=path.name)
         elif path.is_dir():

@@ -196,6 +196,22 @@ def test_missing_detector_is_a_clear_error(tmp_path):
         reference_statistics(missing, _videos(0, 2), tmp_path / "ref.safetensors")
 
 
+def test_truncated_reference_statistics_are_recomputed_or_named(standins, tmp_path):
+    """The cached statistics are derived data: a truncated file is recomputed from the clips, with a warning;
+    without clips to recompute from, the error names the file and the fix."""
+    real = _videos(7, 4)
+    cache = tmp_path / "ref.safetensors"
+    stats = reference_statistics(standins["i3d"], real, cache)
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(ValueError, match="ref.safetensors: the cached FVD reference statistics are unreadable .*"
+                                         "delete the file"):
+        reference_statistics(standins["i3d"], None, cache)
+    with pytest.warns(UserWarning, match="unreadable .*recomputing them"):
+        again = reference_statistics(standins["i3d"], real, cache)
+    np.testing.assert_allclose(again.mu, stats.mu, rtol=1e-6)
+    assert ReferenceStatistics.load(cache).num_samples == 4  # rewritten whole
+
+
 def test_reference_statistics_cache_round_trip_and_detector_mismatch(standins, tmp_path):
     real, fake = _videos(7, 4), _videos(8, 3)
     cache = tmp_path / "ref" / "real_stats.safetensors"

@@ -386,9 +386,20 @@ def reference_statistics(
         load_detector(detector_path, detector_kind)  # raises the descriptive FileNotFoundError
     sha = file_sha256(detector_path)
     if cache_path.is_file():
-        stats = ReferenceStatistics.load(cache_path)
-        stats.check_compatible(sha, num_frames, f"in {cache_path}", detector_kind)
-        return stats
+        from safetensors import SafetensorError
+
+        try:
+            stats = ReferenceStatistics.load(cache_path)
+        except (SafetensorError, ValueError, OSError) as e:  # a truncated or overwritten file: derived data, redo it
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if videos is None:
+                raise ValueError(f"{cache_path}: the cached FVD reference statistics are unreadable ({reason}); "
+                                 "delete the file so they are recomputed from the reference clips") from None
+            warnings.warn(f"{cache_path}: the cached FVD reference statistics are unreadable ({reason}); "
+                          "recomputing them from the reference clips", UserWarning, stacklevel=2)
+        else:
+            stats.check_compatible(sha, num_frames, f"in {cache_path}", detector_kind)
+            return stats
     if videos is None:
         raise ValueError(f"no cached statistics at {cache_path} and no videos given to compute them.")
 

@@ -22,7 +22,7 @@ from typing import Any
 # the families, registered on import; detection takes the first whose ``matches`` holds
 from workbench.model.families import (cogvideox15_5b, cogvideox15_5b_i2v, cogvideox_2b,  # noqa: F401
                                        cogvideox_5b, cogvideox_5b_i2v)
-from workbench.model.families.base import FAMILIES, Clip, FamilyError, ModelFamily
+from workbench.model.families.base import FAMILIES, Clip, FamilyError, ModelFamily, takes_image
 
 __all__ = ["FAMILIES", "Clip", "FamilyError", "ModelFamily", "family_class", "family_of_configs",
            "family_of_hub_id", "family_of_model", "family_of_pipeline", "read_model_configs"]
@@ -38,7 +38,10 @@ def family_of_configs(transformer_config: Mapping[str, Any], vae_config: Mapping
                       name: str | None = None, where: str = "") -> ModelFamily:
     """The family of a model from its configs; with ``name`` (a recipe's ``model.family``) the named one,
     checked against the configs."""
-    found = next((cls for cls in FAMILIES.values() if cls.matches(transformer_config)), None)
+    # a family's ``matches`` reads its transformer's architecture; whether it takes an image is one rule for all
+    i2v = takes_image(transformer_config)
+    found = next((cls for cls in FAMILIES.values() if cls.matches(transformer_config) and cls.image_conditioned == i2v),
+                 None)
     if found is None:
         raise FamilyError(f"{where or 'this model'}: its transformer config matches no CogVideoX family "
                           f"({', '.join(FAMILIES)})")

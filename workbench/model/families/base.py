@@ -52,6 +52,8 @@ class ModelFamily:
     # -- which models are of this family ------------------------------------------------------------
     @classmethod
     def matches(cls, transformer_config: Mapping[str, Any]) -> bool:
+        """Whether the transformer has this family's architecture (an image-to-video sibling inherits it; the
+        input channels tell the two apart: ``takes_image``)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -103,7 +105,7 @@ class ModelFamily:
         tensors."""
         return {"latent_dist": vae.encode(videos.to(vae.dtype)).latent_dist.parameters}
 
-    # -- image conditioning (image-to-video families override; see cogvideox_i2v.py) ------------------
+    # -- image conditioning (image-to-video families override; see image_to_video.py) ----------------
     def transformer_inputs(self, noisy, image_latents=None) -> dict:
         """The keyword arguments of the transformer's forward besides timestep, text and rotary: the noisy
         latents (B, F, C, H, W) as ``hidden_states``; an image-to-video family concatenates its image latents on
@@ -145,6 +147,14 @@ class ModelFamily:
         """What a model card says about the base model."""
         return {"family": self.title, "pipeline": self.pipeline_class, "native clip": str(self.native),
                 "frames": f"{self.temporal_compression}k+1", "sizes": f"multiples of {self.size_multiple}"}
+
+
+def takes_image(transformer_config: Mapping[str, Any]) -> bool:
+    """True for an image-to-video transformer: twice the latent channels in (video latents + image latents).
+    ``family_of_configs`` pairs it with each family's ``image_conditioned``, so a family's ``matches`` reads only
+    the architecture it shares with its image-to-video sibling."""
+    out = transformer_config.get("out_channels", 16)
+    return transformer_config.get("in_channels", 16) == 2 * out
 
 
 FAMILIES: dict[str, type[ModelFamily]] = {}

@@ -20,7 +20,6 @@ clip larger than it is a one-line error (a portrait 1360 x 768 needs a bound of 
 
 from __future__ import annotations
 
-from workbench.model.families.image_to_video import takes_image
 from workbench.model.families.base import Clip, FamilyError, register
 from workbench.model.families.cogvideox_5b import CogVideoX5B
 
@@ -34,7 +33,7 @@ class CogVideoX15_5B(CogVideoX5B):
 
     @classmethod
     def matches(cls, transformer_config) -> bool:
-        return transformer_config.get("patch_size_t") is not None and not takes_image(transformer_config)
+        return transformer_config.get("patch_size_t") is not None
 
     @property
     def patch_size_t(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from workbench.model.families.base import Clip, register
 from workbench.model.families.cogvideox15_5b import CogVideoX15_5B
-from workbench.model.families.image_to_video import ImageToVideo, takes_image
+from workbench.model.families.image_to_video import ImageToVideo
 
 
 @register
@@ -20,7 +20,3 @@ class CogVideoX15_5B_I2V(ImageToVideo, CogVideoX15_5B):
     title = "CogVideoX1.5-5B-I2V"
     hub_id = "THUDM/CogVideoX1.5-5B-I2V"
     native = Clip(num_frames=81, height=768, width=1360, fps=16)
-
-    @classmethod
-    def matches(cls, transformer_config) -> bool:
-        return takes_image(transformer_config) and transformer_config.get("patch_size_t") is not None

@@ -7,7 +7,6 @@ snr_shift_scale 3.0 (sampling: CogVideoXDDIMScheduler), 226 text tokens; trained
 
 from __future__ import annotations
 
-from workbench.model.families.image_to_video import takes_image
 from workbench.model.families.base import Clip, ModelFamily, register
 
 
@@ -21,4 +20,4 @@ class CogVideoX2B(ModelFamily):
     @classmethod
     def matches(cls, transformer_config) -> bool:
         return (not transformer_config.get("use_rotary_positional_embeddings", False)
-                and transformer_config.get("patch_size_t") is None and not takes_image(transformer_config))
+                and transformer_config.get("patch_size_t") is None)

@@ -7,7 +7,6 @@ CogVideoXDDIMScheduler, as diffusers' conversion script writes it), 226 text tok
 
 from __future__ import annotations
 
-from workbench.model.families.image_to_video import takes_image
 from workbench.model.families.base import Clip, register
 from workbench.model.families.cogvideox_2b import CogVideoX2B
 
@@ -22,7 +21,7 @@ class CogVideoX5B(CogVideoX2B):
     @classmethod
     def matches(cls, transformer_config) -> bool:
         return (bool(transformer_config.get("use_rotary_positional_embeddings", False))
-                and transformer_config.get("patch_size_t") is None and not takes_image(transformer_config))
+                and transformer_config.get("patch_size_t") is None)
 
     def rotary_embeddings(self, latent_frames: int, latent_height: int, latent_width: int, device):
         """As ``CogVideoXPipeline._prepare_rotary_positional_embeddings`` with ``patch_size_t`` None: the grid

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from workbench.model.families.base import Clip, FamilyError, register
 from workbench.model.families.cogvideox_5b import CogVideoX5B
-from workbench.model.families.image_to_video import ImageToVideo, takes_image
+from workbench.model.families.image_to_video import ImageToVideo
 
 
 @register
@@ -26,11 +26,6 @@ class CogVideoX5B_I2V(ImageToVideo, CogVideoX5B):
     title = "CogVideoX-5B-I2V"
     hub_id = "THUDM/CogVideoX-5b-I2V"
     native = Clip(num_frames=49, height=480, width=720, fps=8)
-
-    @classmethod
-    def matches(cls, transformer_config) -> bool:
-        return (takes_image(transformer_config) and transformer_config.get("patch_size_t") is None
-                and bool(transformer_config.get("use_rotary_positional_embeddings", False)))
 
     def check_clip(self, num_frames=None, height=None, width=None, where: str = "") -> None:
         super().check_clip(num_frames, height, width, where)

@@ -36,12 +36,6 @@ IMAGE_NOISE_LOG_SIGMA = (-3.0, 0.5)  # sigma = exp(N(mean, std)): the diffusers 
 OFS = 2.0  # what CogVideoXImageToVideoPipeline passes as ``ofs`` when the transformer has an ofs embedding
 
 
-def takes_image(transformer_config) -> bool:
-    """True for an image-to-video transformer: twice the latent channels in (video latents + image latents)."""
-    out = transformer_config.get("out_channels", 16)
-    return transformer_config.get("in_channels", 16) == 2 * out
-
-
 def clip_generators(ids, seed: int = 0) -> list[torch.Generator]:
     """One CPU generator per clip, seeded by its id (file name) through crc32 (stable across processes, unlike
     ``hash`` of a string): the per-clip image noise is the same in ``prepare`` and in raw-video training."""

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from workbench.common import UserError, atomic_write_json, atomic_write_text, file_sha256
+from workbench.common import UserError, atomic_write_json, atomic_write_text
 from workbench.data.manifest import Entry, read_manifest, refuse_paths_outside_root
 
 FORMAT_VERSION = 2  # 2: frames by presentation time, half-frame ties rounded up (caches of 1 are stale)
@@ -66,11 +66,13 @@ def config_sha256(config) -> str:
 
 def _atomic_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> str:
     """Write ``tensors`` to ``path`` atomically; returns the file's sha256 (of the bytes as written)."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    digest = file_sha256(tmp)
+    tmp.write_bytes(data)  # serialised once: the checksum is of these bytes, not of a second read of the file
     os.replace(tmp, path)
-    return digest
+    return hashlib.sha256(data).hexdigest()
 
 
 def checksum_path(shard: Path) -> Path:

@@ -19,24 +19,27 @@ class GenerateError(UserError):
 
 
 def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False, attention: str = "sdpa"):
+                  compile: bool = False, attention: str = "sdpa", family=None):
     """The family's stock pipeline (``CogVideoXPipeline``; ``CogVideoXImageToVideoPipeline`` for the
     image-to-video families) ``.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
 
     ``compile``: ``torch.compile`` each transformer block (regional; the first denoising step pays
     the compilation; docs/performance.md measures when it pays off). ``attention``: sdpa, flash4 or auto
-    (workbench.model.attention)."""
+    (workbench.model.attention). ``family``: the model's family when the caller has already checked the model
+    and read it (``generate_video``), so neither is done twice."""
     import diffusers
     import torch
 
     from workbench.model.families import FamilyError, family_of_model
     from workbench.model.loading import check_model_source, check_safetensors_file
 
-    try:
-        check_model_source(model)
-        pipeline_class = getattr(diffusers, family_of_model(model).pipeline_class)
-    except (FileNotFoundError, FamilyError, UserError) as e:
-        raise GenerateError(str(e)) from None
+    if family is None:
+        try:
+            check_model_source(model)
+            family = family_of_model(model)
+        except (FileNotFoundError, FamilyError, UserError) as e:
+            raise GenerateError(str(e)) from None
+    pipeline_class = getattr(diffusers, family.pipeline_class)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
@@ -106,7 +109,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
                                 "out, or pass an image-to-video model")
     except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
-    pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention)
+    pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention, family=family)
     pipe.set_progress_bar_config(disable=not progress)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     video = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,

@@ -167,13 +167,14 @@ class VideoDataModule(L.LightningDataModule):
         expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets) if model else None
         cache = self._cache_dir()
         index = read_index(cache)
-        check_images(cache, index, read_manifest(hp.root))
+        manifest = read_manifest(hp.root)
+        check_images(cache, index, manifest)
         entries = None
         if hp.on_bad_sample == "skip" and not index.get("complete"):
             entries = index.get("entries", [])
             present = {e["file_name"] for e in entries}
             failed = index.get("failed", {})
-            for e in read_manifest(hp.root):
+            for e in manifest:
                 if e.file_name not in present:
                     self.skipped.append({"root": str(hp.root), "file": e.file_name, "where": e.where, "stage": "prepare",
                                          "reason": failed.get(e.file_name, "not in the cache"), "code": "not_cached"})

@@ -89,3 +89,22 @@ def yaml_error_place(path: str | os.PathLike, error: Exception) -> str:
     for an unclosed construct is often the end of the file."""
     mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
     return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+class ImageUnreadable(ValueError):
+    """An image file that PIL cannot decode; the message says why."""
+
+
+def open_rgb_image(path: str | os.PathLike):
+    """The image at ``path`` decoded as a PIL RGB image (the conditioning images of image-to-video models: data,
+    ``data check``, validation videos, ``generate --image``). FileNotFoundError when it is missing,
+    ImageUnreadable (its first line of PIL's reason) when it does not decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageUnreadable(first_line(e)) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from workbench.common import UserError
+from workbench.common import ImageUnreadable, UserError, open_rgb_image
 from workbench.data.manifest import Entry
 from workbench.data.video import VideoError, load_clip, resize_crop
 
@@ -100,15 +100,12 @@ def load_image(entry: Entry, root: Path, height: int, width: int) -> torch.Tenso
     """An entry's conditioning image as (C, H, W) in [-1, 1], resized and centre-cropped to the clip's size as
     its video is (``resize_crop``); SampleError naming the entry for a missing or undecodable file."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    path = entry.image_path(root)
     try:
-        with Image.open(path) as im:
-            pixels = np.asarray(im.convert("RGB"))
+        pixels = np.asarray(open_rgb_image(entry.image_path(root)))
     except FileNotFoundError:
         raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except ImageUnreadable as e:
         raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: not a readable image ({e})") from None
     frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float()  # (1, C, h, w), as load_clip's
     return (resize_crop(frame, height, width)[0] / 127.5 - 1.0).contiguous()

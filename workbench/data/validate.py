@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.common import file_sha256
+from workbench.common import ImageUnreadable, file_sha256, open_rgb_image
 from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S, DecoderPool
 from workbench.data.manifest import Entry, PathOutsideRoot
 from workbench.data.sniff import container_kind, mp4_without_moov, not_video_reason
@@ -164,8 +164,6 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
 
 def _check_image(result: SampleResult, root: Path) -> None:
     """An image-to-video entry's conditioning image: inside the root, present, decodable (PIL)."""
-    from PIL import Image, UnidentifiedImageError
-
     entry = result.entry
     if entry.image is None:
         return
@@ -179,10 +177,8 @@ def _check_image(result: SampleResult, root: Path) -> None:
                    "(without one, the clip's first frame conditions)")
         return
     try:
-        with Image.open(path) as im:
-            im.load()
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        w, h = open_rgb_image(path).size
+    except (ImageUnreadable, OSError) as e:
         result.add(ERROR, "bad_image", f"image {entry.image} is not a readable image ({e}): replace it with a PNG or "
                    "JPEG")
         return

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from workbench.common import UserError, first_line, torch_dtype
+from workbench.common import ImageUnreadable, UserError, first_line, open_rgb_image, torch_dtype
 
 
 class GenerateError(UserError):
@@ -130,14 +130,11 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
 def load_conditioning_image(path, family, what: str = "image"):
     """The image an image-to-video model animates, as a PIL RGB image; one-line errors for a missing or
     undecodable file (the pipeline resizes it to the clip's size, as diffusers' VideoProcessor does)."""
-    from PIL import Image, UnidentifiedImageError
-
     if path is None:
         raise GenerateError(f"{family.title} is an image-to-video model: pass {what} PATH (the first frame to animate)")
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        return open_rgb_image(path)
     except FileNotFoundError:
         raise GenerateError(f"{what} {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise GenerateError(f"{what} {path}: not a readable image ({first_line(e)}); pass a PNG or JPEG") from None
+    except ImageUnreadable as e:
+        raise GenerateError(f"{what} {path}: not a readable image ({e}); pass a PNG or JPEG") from None

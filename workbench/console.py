@@ -28,11 +28,11 @@ def verbose() -> bool:
     return os.environ.get("WORKBENCH_VERBOSE", "") not in ("", "0")
 
 
-def quiet_libraries(force: bool = False) -> bool:
+def quiet_libraries() -> bool:
     """Hide the libraries' notes (unless verbose); returns whether they are hidden. Safe to call repeatedly;
     ``WORKBENCH_VERBOSE`` is read from the environment, so DDP's child processes follow their parent."""
     global _configured
-    if _configured is not None and not force:
+    if _configured is not None:
         return _configured
     _configured = hide = not verbose()
     if not hide:

@@ -15,16 +15,18 @@ import os
 import tempfile
 from pathlib import Path
 
+import diffusers
 import torch
 from diffusers import (
     AutoencoderKLCogVideoX,
     CogVideoXDDIMScheduler,
-    CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
 )
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+from workbench.model.families import family_class
 
 # The scheduler config CogVideoX-2b ships (scheduler/scheduler_config.json on the hub).
 COGVIDEOX_2B_SCHEDULER = dict(
@@ -147,7 +149,7 @@ def build_tiny_pipeline(seed: int = 0, family: str = "cogvideox-2b") -> CogVideo
         **vae_changes,
     )
     scheduler = CogVideoXDDIMScheduler(**{**COGVIDEOX_2B_SCHEDULER, **scheduler_changes})
-    pipeline_class = CogVideoXImageToVideoPipeline if family.endswith("-i2v") else CogVideoXPipeline
+    pipeline_class = getattr(diffusers, family_class(family).pipeline_class)  # the family's own pipeline
     return pipeline_class(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )

@@ -144,8 +144,9 @@ class StepStats(L.Callback):
 
 
 def step_progress_bar():
-    """Lightning's Rich progress bar, described by optimizer step ("step 120/300") instead of "Epoch 74/-2"
-    (a run bounded by ``max_steps`` has ``max_epochs`` -1); None where Lightning would not use Rich."""
+    """The class of Lightning's Rich progress bar described by optimizer step ("step 120/300") instead of
+    "Epoch 74/-2" (a run bounded by ``max_steps`` has ``max_epochs`` -1); built on call, so Lightning's
+    progress module is imported only when a trainer exists."""
     from lightning.pytorch.callbacks import RichProgressBar
 
     class StepProgressBar(RichProgressBar):

@@ -504,35 +504,34 @@ def pipeline_case(steps=50, compile_=False, attention="sdpa", lever=None, warmup
     return {"seconds": seconds, "videos_per_gpu_hour": 3600 / seconds, "warmup_2steps_s": warm, **peaks()}
 
 
-def loss_curves(steps=12):
-    """Same seed, same data, the A6000 LoRA recipe's settings (compiled blocks, no checkpointing): SDPA vs
-    FlashAttention-4."""
-    curves = {}
-    for attention in ("sdpa", "flash4"):
+def compare_loss_curves(variants: dict[str, dict], steps: int, **common) -> dict:
+    """Same seed, same data, one ``workbench_step`` per variant (its keyword arguments over ``common``): each
+    variant's per-step losses and training peaks, and the largest and mean absolute loss difference between
+    the first two."""
+    curves, peaks_ = {}, {}
+    for name, kwargs in variants.items():
         cleanup()
         torch.manual_seed(0)
-        curves[attention] = []
-        workbench_step("lora", 128, False, "cache", steps=steps, compile_=True, losses=curves[attention],
-                       attention=attention)
-    curves["max_abs_difference"] = max(abs(a - b) for a, b in zip(curves["sdpa"], curves["flash4"]))
-    return curves
+        curves[name] = []
+        r, _ = workbench_step(**{**common, **kwargs}, steps=steps, losses=curves[name])
+        peaks_[name] = {k: r[k] for k in ("step_s", "alloc_gib", "reserved_gib")}
+    first, second = list(variants)[:2]
+    diffs = [abs(a - b) for a, b in zip(curves[first], curves[second])]
+    return {**curves, "max_abs_difference": max(diffs), "mean_abs_difference": sum(diffs) / len(diffs),
+            "peaks": peaks_}
+
+
+def loss_curves(steps=12):
+    """The A6000 LoRA recipe's settings (compiled blocks, no checkpointing): SDPA vs FlashAttention-4."""
+    return compare_loss_curves({"sdpa": dict(attention="sdpa"), "flash4": dict(attention="flash4")}, steps,
+                               mode="lora", rank=128, checkpointing=False, source="cache", compile_=True)
 
 
 def fp8_loss_curves(steps=16):
-    """Same seed, same data, 5B at 49 x 480 x 720, the low-memory recipe's settings (every block checkpointed,
-    no compile): the frozen base weights stored in bf16 vs fp8 (model.frozen_storage, diffusers' layerwise
-    casting). Also the training peaks of each, side by side."""
-    curves, peaks_ = {}, {}
-    for storage in ("bf16", "fp8"):
-        cleanup()
-        torch.manual_seed(0)
-        curves[storage] = []
-        r, _ = workbench_step("lora", 128, True, "cache", steps=steps, compile_=False, losses=curves[storage],
-                              family="5b", frozen_storage=None if storage == "bf16" else "fp8")
-        peaks_[storage] = {k: r[k] for k in ("step_s", "alloc_gib", "reserved_gib")}
-    diffs = [abs(a - b) for a, b in zip(curves["bf16"], curves["fp8"])]
-    return {**curves, "max_abs_difference": max(diffs), "mean_abs_difference": sum(diffs) / len(diffs),
-            "peaks": peaks_}
+    """5B at 49 x 480 x 720, the low-memory recipe's settings (every block checkpointed, no compile): the frozen
+    base weights stored in bf16 vs fp8 (model.frozen_storage, diffusers' layerwise casting)."""
+    return compare_loss_curves({"bf16": dict(frozen_storage=None), "fp8": dict(frozen_storage="fp8")}, steps,
+                               mode="lora", rank=128, checkpointing=True, source="cache", compile_=False, family="5b")
 
 
 def train(**kw):
@@ -666,21 +665,18 @@ def main() -> None:
         record(name, fn)
     for name, kw in inference:
         record(name, lambda kw=kw: pipeline_case(**kw))
-    if args.loss_curves:
+    comparisons = [("loss_curves_sdpa_vs_flash4", args.loss_curves, loss_curves),
+                   ("loss_curves_5b_bf16_vs_fp8", args.fp8_loss_curves,
+                    lambda: fp8_loss_curves(steps=4 if args.smoke else 16))]
+    for name, wanted, fn in comparisons:
+        if not wanted:
+            continue
         try:
-            results["loss_curves_sdpa_vs_flash4"] = loss_curves()
-        except Exception as e:  # noqa: BLE001
+            results[name] = fn()
+        except Exception as e:  # noqa: BLE001 - record and go on
             traceback.print_exc()
-            results["loss_curves_sdpa_vs_flash4"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        print("loss_curves_sdpa_vs_flash4", json.dumps(results["loss_curves_sdpa_vs_flash4"]), flush=True)
-        out.write_text(json.dumps(results, indent=1))
-    if args.fp8_loss_curves:
-        try:
-            results["loss_curves_5b_bf16_vs_fp8"] = fp8_loss_curves(steps=4 if args.smoke else 16)
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            results["loss_curves_5b_bf16_vs_fp8"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        print("loss_curves_5b_bf16_vs_fp8", json.dumps(results["loss_curves_5b_bf16_vs_fp8"]), flush=True)
+            results[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print(name, json.dumps(results[name]), flush=True)
         out.write_text(json.dumps(results, indent=1))
     print_table(results)
 

@@ -34,37 +34,43 @@ PROMPT = "a red circle moving from left to right on a dark background"
 SAMPLE = dict(num_frames=9, height=64, width=64, num_inference_steps=3, guidance_scale=3.0, output_type="np",
               max_sequence_length=32)
 
-# Runs in a fresh interpreter: stock diffusers only, never workbench.
+# Runs in a fresh interpreter: stock diffusers only, never workbench. An image (image-to-video pipelines) is
+# loaded with diffusers' own load_image and passed to every render.
 STOCK_SCRIPT = """
 import json, sys
 import numpy as np, torch
-from diffusers import CogVideoXPipeline
+import diffusers
+from diffusers.utils import load_image
 
-base, lora, merged, out = sys.argv[1:5]
-kwargs = json.loads(sys.argv[5])
+base, lora, merged, out, pipeline, image = sys.argv[1:7]
+kwargs = json.loads(sys.argv[7])
+Pipeline = getattr(diffusers, pipeline)
+if image != "-":
+    kwargs["image"] = load_image(image)
 
 def render(pipe):
     pipe.set_progress_bar_config(disable=True)
     return pipe(generator=torch.Generator().manual_seed(0), **kwargs).frames[0]
 
-videos = {"base": render(CogVideoXPipeline.from_pretrained(base))}
+videos = {"base": render(Pipeline.from_pretrained(base))}
 if lora != "-":
-    pipe = CogVideoXPipeline.from_pretrained(base)
+    pipe = Pipeline.from_pretrained(base)
     pipe.load_lora_weights(lora)
     videos["lora"] = render(pipe)
 if merged != "-":
-    videos["merged"] = render(CogVideoXPipeline.from_pretrained(merged))
+    videos["merged"] = render(Pipeline.from_pretrained(merged))
 assert not any(m == "workbench" or m.startswith("workbench.") for m in sys.modules), "workbench was imported"
 np.savez(out, **videos)
 """
 
 
-def stock_videos(tmp_path: Path, base: Path, lora: Path | None, merged: Path | None) -> dict[str, np.ndarray]:
+def stock_videos(tmp_path: Path, base: Path, lora: Path | None, merged: Path | None,
+                 pipeline: str = "CogVideoXPipeline", image: Path | None = None) -> dict[str, np.ndarray]:
     script = tmp_path / "stock_diffusers.py"
     script.write_text(STOCK_SCRIPT)
     out = tmp_path / "stock.npz"
     proc = subprocess.run([sys.executable, str(script), str(base), str(lora or "-"), str(merged or "-"), str(out),
-                           json.dumps({"prompt": PROMPT, **SAMPLE})],
+                           pipeline, str(image or "-"), json.dumps({"prompt": PROMPT, **SAMPLE})],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return dict(np.load(out))

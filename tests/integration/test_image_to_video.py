@@ -11,17 +11,13 @@ from the same image, give the same video.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pytest
 import yaml
 
 from tests.conftest import TINY_RECIPE, only_run, run_cli
-from tests.integration.test_export import LORA_TOL, MERGED_TOL, MIN_EFFECT, PROMPT, SAMPLE, max_diff
+from tests.integration.test_export import LORA_TOL, MERGED_TOL, MIN_EFFECT, PROMPT, SAMPLE, max_diff, stock_videos
 
 pytestmark = pytest.mark.slow
 
@@ -33,30 +29,6 @@ FIRST_LOSSES = {
 }
 SETTINGS = {"cogvideox-5b-i2v": ["--data.cache", "auto", "--model.encoders", "offload"],
             "cogvideox1.5-5b-i2v": ["--model.image_noise", "per_step"]}
-
-STOCK_SCRIPT = """
-import json, sys
-import numpy as np, torch
-from diffusers import CogVideoXImageToVideoPipeline
-from diffusers.utils import load_image
-
-base, export, image, out = sys.argv[1:5]
-kwargs = json.loads(sys.argv[5])
-image = load_image(image)
-
-def render(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(image=image, generator=torch.Generator().manual_seed(0), **kwargs).frames[0]
-
-videos = {"base": render(CogVideoXImageToVideoPipeline.from_pretrained(base))}
-pipe = CogVideoXImageToVideoPipeline.from_pretrained(base)
-pipe.load_lora_weights(export)
-videos["lora"] = render(pipe)
-videos["merged"] = render(CogVideoXImageToVideoPipeline.from_pretrained(export))
-assert not any(m == "workbench" or m.startswith("workbench.") for m in sys.modules), "workbench was imported"
-np.savez(out, **videos)
-"""
-
 
 def i2v_recipe(tmp, image) -> str:
     """The tiny recipe with one validation video started from ``image`` (an image-to-video model needs one)."""
@@ -114,13 +86,8 @@ def test_i2v_export_generates_in_stock_diffusers_from_the_image(i2v_run, tmp_pat
 
     out = tmp_path / "export"
     run_cli(["export", i2v_run["run_id"], "--out", str(out), "--merge"], cwd=i2v_run["work"])
-    script = tmp_path / "stock_i2v.py"
-    script.write_text(STOCK_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(i2v_run["model"]), str(out), str(i2v_run["image"]),
-                           str(tmp_path / "stock.npz"), json.dumps({"prompt": PROMPT, **SAMPLE})],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    stock = dict(np.load(tmp_path / "stock.npz"))
+    stock = stock_videos(tmp_path, i2v_run["model"], out, out, pipeline="CogVideoXImageToVideoPipeline",
+                         image=i2v_run["image"])
     pipe = load_finetuned(i2v_run["checkpoint"]).pipeline()
     assert type(pipe).__name__ == "CogVideoXImageToVideoPipeline"
     pipe.scheduler = CogVideoXDDIMScheduler.from_pretrained(i2v_run["model"], subfolder="scheduler")

@@ -6,6 +6,7 @@ any layer may use it (docs/architecture.md, the layer rule).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -67,20 +68,95 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
     return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+class DiskFull(UserError):
+    """A write that ran out of space (ENOSPC, or EDQUOT: a quota). The message names the path, the space the
+    write needed (when known) and what is free there; whatever was under that path before is left intact."""
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the filesystem holding ``path`` (its nearest existing parent); None if unknown."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for an OSError (or one it was raised from) that means the disk or quota is full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: str | os.PathLike, needed: int | None = None, what: str = "") -> DiskFull:
+    """The one-line DiskFull for a write of ``needed`` bytes (None: unknown) to ``path``."""
+    free = free_bytes(path)
+    need = f"needed {_human(needed)}" if needed else "needed more space"
+    have = f", {_human(free)} free" if free is not None else ""
+    thing = f"{what} " if what else ""
+    return DiskFull(f"{path}: disk full writing {thing}({need}{have}); the previous file there is intact. "
+                    "Free space on that disk or point the output elsewhere, then run the same command again")
+
+
+class writing:
+    """``with writing(path, needed, what):`` turns a disk-full OSError raised inside into ``disk_full_error``
+    (a UserError: one line, exit 2); every other error passes through unchanged."""
+
+    def __init__(self, path: str | os.PathLike, needed: int | None = None, what: str = ""):
+        self.path, self.needed, self.what = path, needed, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is not None and not isinstance(error, DiskFull) and is_disk_full(error):
+            raise disk_full_error(self.path, self.needed, self.what) from error
+        return False
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "") -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it and rename it over ``path``: ``path`` is
+    the old complete file or the new one, never a partial file. A full disk raises DiskFull (the old file stays)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with writing(path, len(data), what):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, what: str = "") -> None:
+    """``atomic_write_bytes`` of ``text`` as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"), what)
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1, what: str = "") -> None:
     """``atomic_write_text`` of ``obj`` as JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=indent))
+    atomic_write_text(path, json.dumps(obj, indent=indent), what)
 
 
 def yaml_error_place(path: str | os.PathLike, error: Exception) -> str:

@@ -276,7 +276,7 @@ def recipe_settings(recipe: str) -> tuple[dict, dict]:
 
 def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", steps=7, fraction=1.0,
                    compile_=False, losses=None, profile=None, attention="sdpa", size=None, recipe=None,
-                   validation_steps=None, family="2b", frozen_storage=None):
+                   validation_steps=None, family="2b", frozen_storage=None, strategy=None):
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N, and
     the training steps' allocated/reserved peaks.
 
@@ -289,7 +289,12 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     so the peak does not depend on their number); its own allocated/reserved peaks are reported.
     ``losses``, if a list, receives the training loss of every step (for the loss-curve comparison).
     ``profile``, if a path, receives a kernel-time summary of the last step (torch.profiler).
+    ``strategy``: None (one device, plain) or ``fsdp_offload``: Lightning's FSDPStrategy on the one GPU with
+    every CogVideoXBlock wrapped and parameters, gradients and AdamW state offloaded to the CPU (what
+    recipes/cogvideox-5b-full-offload.yaml sets); the process's peak host memory is reported as well.
     """
+    import resource
+
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
@@ -403,7 +408,19 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
                                           num_frames=SIZE.frames, height=height, width=width))
         val = dict(val_dataloaders=DataLoader(Synthetic(4), batch_size=1), )
     root = tempfile.mkdtemp()
+    kind = strategy
+    strategy = "auto"
+    if kind == "fsdp_offload":
+        from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+        from lightning.pytorch.strategies import FSDPStrategy
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        strategy = FSDPStrategy(cpu_offload=True, auto_wrap_policy=ModuleWrapPolicy({CogVideoXBlock}),
+                                sharding_strategy="FULL_SHARD", state_dict_type="full")
+    elif kind is not None:
+        raise ValueError(f"strategy {kind!r}: None or fsdp_offload")
     trainer = L.Trainer(accelerator="gpu" if cuda() else "cpu", devices=1, precision="bf16-mixed", max_steps=steps,
+                        strategy=strategy,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=1.0, callbacks=callbacks,
                         num_sanity_val_steps=0, default_root_dir=root,
@@ -412,6 +429,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     trainer.fit(module, train_dataloaders=DataLoader(Synthetic(steps), batch_size=1, num_workers=2), **val)
     steady = times[2:] or times
     result["step_s"] = statistics.median(steady)
+    result["host_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     result["flops_shape"] = (latent[0] + (latent[0] % 2 if family == "1.5" else 0), latent[2], latent[3])
     return result, comps.transformer.config
 
@@ -579,6 +597,11 @@ CASES = {
                                                    frozen_storage="fp8"),
         "workbench_5b_lora_r128_ckpt_compiled": train(**LOWMEM, family="5b"),
     },
+    "5b_full": {  # CogVideoX-5B full fine-tune on one GPU: FSDP with CPU offload (run it as its own process:
+        # host_peak_gib is the process's peak). No compile: FSDP's per-block unshard hooks break the graphs.
+        "workbench_5b_full_fsdp_offload_ckpt": train(**{**FULL, "compile_": False, "steps": 5}, family="5b",
+                                                     strategy="fsdp_offload"),
+    },
     "1.5": {  # CogVideoX1.5-5B, 81 x 768 x 1360 (21 latent frames padded to 22), LoRA r128
         "baseline_1.5_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5", steps=5),
         "workbench_1.5_lora_r128_ckpt_compiled": train(**{**LOWMEM, "steps": 6}, family="1.5"),
@@ -608,7 +631,7 @@ def main() -> None:
     global SIZE, DEVICE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default="training,buckets,validation,inference",
-                        help="comma-separated groups: training, buckets, validation, inference, 5b, 1.5, profile")
+                        help="comma-separated groups: training, buckets, validation, inference, 5b, 5b_full, 1.5, profile")
     parser.add_argument("--only", help="comma-separated case names (any group)")
     parser.add_argument("--out", default="real_size.json")
     parser.add_argument("--cap-gib", type=float, default=None,

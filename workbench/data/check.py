@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S
-from workbench.data.manifest import ManifestError, find_manifest, read_manifest
+from workbench.data.manifest import ManifestError, find_manifest, read_lines, read_manifest
 from workbench.data.validate import ERROR, WARNING, Issue, SampleResult, nearest_bucket, validate_entries
 
 DEFAULT_MAX_TEXT_LEN = 226  # CogVideoX's max_text_seq_length
@@ -134,10 +134,9 @@ def _manifest_issue(root: Path, error: ManifestError) -> Issue:
 
 def _line_count_issue(root: Path) -> Issue | None:
     """prompts.txt + videos.txt of different lengths: the reader pairs them line by line."""
-    try:
-        prompts = [p for p in (root / "prompts.txt").read_text("utf-8").splitlines()]
-        videos = (root / "videos.txt").read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+    try:  # split as the reader splits them (line ends only)
+        prompts, videos = read_lines(root / "prompts.txt"), read_lines(root / "videos.txt")
+    except (OSError, ManifestError):
         return None
     while prompts and not prompts[-1].strip():
         prompts.pop()

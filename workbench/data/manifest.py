@@ -21,20 +21,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.common import UserError
+from workbench.common import UserError, first_line
 
 
 class ManifestError(UserError, ValueError):
     """A dataset folder whose manifest cannot be read."""
 
 
-class PathOutsideRoot(ManifestError):
-    """A manifest entry whose file is not inside the dataset folder (``..``, an absolute path, a symlink out).
+class UnusablePath(ManifestError):
+    """A manifest entry whose path cannot name a file (a NUL byte, a symlink loop, a name too long).
     ``reason`` is the message without the entry's name and line."""
 
     def __init__(self, entry: Entry, reason: str):
         super().__init__(f"{entry.file_name} ({entry.where}): {reason}")
         self.reason = reason
+
+
+class PathOutsideRoot(UnusablePath):
+    """A manifest entry whose file is not inside the dataset folder (``..``, an absolute path, a symlink out)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,12 @@ class Entry:
                                         f"{fix}")
         if not Path(os.path.normpath(real_root / name)).is_relative_to(real_root):
             raise PathOutsideRoot(self, f"path leaves the dataset root ({root}): {fix}")
-        resolved = (real_root / name).resolve()
+        try:
+            resolved = (real_root / name).resolve()
+        except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, a symlink loop, a name too long
+            why = "has a NUL byte" if "\x00" in name else f"cannot be resolved ({first_line(e)})"
+            what = f"image {name!r}" if name != self.file_name else "path"
+            raise UnusablePath(self, f"the {what} {why}: fix the manifest row") from None
         if not resolved.is_relative_to(real_root):
             raise PathOutsideRoot(self, f"is a symlink to {resolved}, outside the dataset root ({root}): {fix} (the "
                                         "dataset must be self-contained)")
@@ -91,6 +100,19 @@ def find_manifest(root: Path) -> str:
     )
 
 
+def _lines(text: str) -> list[str]:
+    """``text``'s lines, split at line ends only (``\\n``, ``\\r\\n``, ``\\r``): str.splitlines also splits at
+    form feeds, U+0085, U+2028 and the like, which JSON strings and captions may hold, so a line would
+    break in two and every prompt after it would pair with the wrong video."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a manifest text file (UTF-8, a byte-order mark dropped), split as the reader splits them."""
+    return _lines(_read_text(path))
+
+
 def _read_text(path: Path) -> str:
     """The file's text; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped."""
     try:
@@ -106,13 +128,16 @@ def read_manifest(root: str | Path) -> list[Entry]:
     entries: list[Entry] = []
     if layout == "metadata.jsonl":
         path = root / layout
-        for n, line in enumerate(_read_text(path).splitlines(), start=1):
+        for n, line in enumerate(read_lines(path), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+            except RecursionError:
+                raise ManifestError(f"{path}:{n}: invalid JSON (nested too deeply); each line is one JSON object "
+                                    "such as {\"file_name\": \"videos/a.mp4\", \"caption\": \"...\"}") from None
             if not isinstance(row, dict) or "file_name" not in row:
                 raise ManifestError(f"{path}:{n}: each line needs a 'file_name' (and 'caption') field")
             entries.append(Entry(str(row["file_name"]), _caption(row.get("caption")), f"{layout}:{n}",
@@ -122,24 +147,32 @@ def read_manifest(root: str | Path) -> list[Entry]:
         # The csv module reads quoted fields across lines (a caption with a line break) and counts lines
         # itself, so each entry names the line it starts on; newline="" keeps CRLF (Excel) out of fields.
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-        fields = [f.strip() for f in reader.fieldnames or []]
+        try:
+            fields = [f.strip() for f in reader.fieldnames or []]
+        except csv.Error as e:
+            raise ManifestError(f"{path}:1: unreadable CSV header ({first_line(e)}); the first line names the "
+                                "columns: file_name,caption") from None
         if "file_name" not in fields:
             raise ManifestError(f"{path}: header must have 'file_name' and 'caption' columns (found "
                                 f"{', '.join(repr(f) for f in fields) or 'none'})")
         reader.fieldnames = fields
         start = reader.line_num + 1
-        for row in reader:
-            entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")), f"{layout}:{start}",
-                                 _image(row.get("image"))))
-            start = reader.line_num + 1
+        try:
+            for row in reader:
+                entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")),
+                                     f"{layout}:{start}", _image(row.get("image"))))
+                start = reader.line_num + 1
+        except csv.Error as e:  # a field past the csv module's limit: mostly a quote that is never closed
+            raise ManifestError(f"{path}:{start}: unreadable CSV row ({first_line(e)}); look for a '\"' that is "
+                                "not closed (quote a caption with commas or line breaks whole: \"a, b\")") from None
     else:
-        prompts = _read_text(root / "prompts.txt").splitlines()
-        videos = _read_text(root / "videos.txt").splitlines()
+        prompts = read_lines(root / "prompts.txt")
+        videos = read_lines(root / "videos.txt")
         while videos and not videos[-1].strip():
             videos.pop()
         if len(prompts) < len(videos):
             prompts += [""] * (len(videos) - len(prompts))
-        images = _read_text(root / "images.txt").splitlines() if (root / "images.txt").is_file() else []
+        images = read_lines(root / "images.txt") if (root / "images.txt").is_file() else []
         if images and len(images) < len(videos):
             raise ManifestError(f"{root / 'images.txt'}: {len(images)} lines for {len(videos)} videos; give every "
                                 "video its image (line N of images.txt belongs to line N of videos.txt)")
@@ -166,14 +199,14 @@ def _image(value) -> str | None:
 
 
 def paths_outside_root(entries: list[Entry], root: str | Path) -> list[str]:
-    """The messages of every entry whose file (or image) leaves ``root`` (see ``Entry.path``); empty when none
-    does."""
+    """The messages of every entry whose file (or image) leaves ``root`` (see ``Entry.path``), or whose path
+    cannot name a file at all (UnusablePath); empty when none does."""
     problems = []
     for entry in entries:
         try:
             entry.path(root)
             entry.image_path(root)
-        except PathOutsideRoot as e:
+        except UnusablePath as e:
             problems.append(str(e))
     return problems
 
@@ -183,4 +216,5 @@ def refuse_paths_outside_root(entries: list[Entry], root: str | Path, what: str)
     problems = paths_outside_root(entries, root)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ManifestError(f"{what}: {len(problems)} manifest entries of {root} point outside it: {shown}")
+        raise ManifestError(f"{what}: {len(problems)} manifest entries of {root} point outside it or cannot name a "
+                            f"file: {shown}")

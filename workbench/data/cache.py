@@ -13,8 +13,10 @@ Layout of a cache directory::
     shards/NNNNNN.safetensors one sample each: the named tensors of the model family's encoders
                               (latent_dist (2C, F', H/8, W/8), prompt_embeds (L, D), and any a family adds)
 
-Each shard is written to a temporary name and renamed, so a kill never leaves a half-written
-shard; re-running ``prepare`` encodes only what is missing. Processes can split the work
+Each shard is written to a temporary name, fsynced and renamed, so a kill never leaves a half-written
+shard; re-running ``prepare`` encodes only what is missing. A full disk (ENOSPC, EDQUOT) stops ``prepare``
+with one line naming the file and its size (``DiskFull``): the shards written before it are complete,
+with their checksums, and the index still reads as an incomplete cache, which the next ``prepare`` finishes. Processes can split the work
 (``--num-shards``/``--shard-index``, or one per GPU rank) since every sample has its own file.
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from workbench.common import UserError, atomic_write_json, atomic_write_text
+from workbench.common import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text, writing
 from workbench.data.manifest import Entry, read_manifest, refuse_paths_outside_root
 
 FORMAT_VERSION = 2  # 2: frames by presentation time, half-frame ties rounded up (caches of 1 are stale)
@@ -69,9 +70,9 @@ def _atomic_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | No
     from safetensors.torch import save
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)  # serialised once: the checksum is of these bytes, not of a second read of the file
-    os.replace(tmp, path)
+    # serialised once: the checksum is of these bytes, not of a second read of the file; a full disk is a DiskFull
+    # naming the shard and its size, and leaves no temporary file
+    atomic_write_bytes(path, data, what="a cache shard")
     return hashlib.sha256(data).hexdigest()
 
 
@@ -179,12 +180,14 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
     cache_dir = Path(cache_dir)
     entries = read_manifest(root)  # before anything is created: a mistyped root leaves no folder behind
     refuse_paths_outside_root(entries, root, "workbench prepare")
-    (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
+    with writing(cache_dir / "shards", None, "the cache folder"):
+        (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / "index.json"
     if index_path.is_file():
         check_key(cache_dir, key)
     elif rank == 0:
-        atomic_write_json(index_path, {"key": asdict(key), "root": str(Path(root).resolve()), "complete": False})
+        atomic_write_json(index_path, {"key": asdict(key), "root": str(Path(root).resolve()), "complete": False},
+                          what="the cache index")
     if rank == 0 and not (cache_dir / "empty_prompt.safetensors").is_file():
         _atomic_safetensors(cache_dir / "empty_prompt.safetensors", {"prompt_embeds": empty_prompt_fn()})
 
@@ -200,10 +203,15 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
             failures[entries[i].file_name] = f"{type(e).__name__}: {e}"
             continue
         height, width = tensors.pop("size")
-        digest = _atomic_safetensors(shard_path(cache_dir, i), tensors, {"height": str(height), "width": str(width)})
-        atomic_write_text(checksum_path(shard_path(cache_dir, i)), digest + "\n")
+        shard = shard_path(cache_dir, i)
+        digest = _atomic_safetensors(shard, tensors, {"height": str(height), "width": str(width)})
+        try:
+            atomic_write_text(checksum_path(shard), digest + "\n", what="a cache shard's checksum")
+        except BaseException:
+            shard.unlink(missing_ok=True)  # no shard without its checksum: the next prepare encodes it again
+            raise
     if failures:
-        atomic_write_json(cache_dir / f"failures.rank{rank}.json", failures)
+        atomic_write_json(cache_dir / f"failures.rank{rank}.json", failures, what="the cache's failure list")
     if rank == 0:
         return finalize_index(cache_dir, root, key, entries)
     return read_index(cache_dir)
@@ -226,7 +234,7 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
                     for i in have],
         "failed": failures,
     }
-    atomic_write_json(cache_dir / "index.json", index)
+    atomic_write_json(cache_dir / "index.json", index, what="the cache index")  # a full disk: the old index stays
     return index
 
 

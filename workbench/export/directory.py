@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from workbench.common import UserError, file_sha256
+from workbench.common import UserError, file_sha256, is_disk_full
 
 MARKER = "export.json"  # written last: an export directory without it is incomplete
 EXPORT_FORMAT = "workbench-export/1"
@@ -21,6 +22,25 @@ EXPORT_FORMAT = "workbench-export/1"
 
 class ExportError(UserError):
     """A problem the user can fix (bad path, missing run, existing export); printed without a traceback."""
+
+
+# How a full disk (ENOSPC 28, EDQUOT 122) reads when a library reports it as its own error without the OSError:
+# safetensors' writer ("I/O error: No space left on device (os error 28)"), torch's.
+_NO_SPACE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os error (28|122)\b")
+
+
+def no_space(error: BaseException) -> bool:
+    """True when ``error`` (or one it was raised from) means the disk or quota is full, as an OSError's errno
+    (workbench.common.is_disk_full) or in the words of a library that drops the errno (safetensors' writer)."""
+    if is_disk_full(error):
+        return True
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if _NO_SPACE_TEXT.search(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_marker(directory: Path, info: dict) -> None:
@@ -78,7 +98,8 @@ def _umask() -> int:
 
 
 def install(partial: Path, out: Path) -> None:
-    """Move a finished ``partial`` directory to ``out`` (renames only; never a half-written ``out``)."""
+    """Move a finished ``partial`` directory to ``out`` (renames only; never a half-written ``out``). A previous
+    export at ``out`` is moved aside only for the rename, and back if the rename fails."""
     mask = _umask()  # mkdtemp and safetensors create private (0700/0600) entries; give the usual modes
     for p in [partial, *partial.rglob("*")]:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
@@ -86,6 +107,11 @@ def install(partial: Path, out: Path) -> None:
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, aside)
-    os.replace(partial, out)
+    try:
+        os.replace(partial, out)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, out)  # the previous export back under its name
+        raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)

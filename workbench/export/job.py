@@ -3,7 +3,10 @@
 Read top to bottom: read the Lightning checkpoint (tensors only) and rebuild the fine-tuned transformer
 on its base model (workbench.model.checkpoint) -> write the export into a hidden sibling directory (LoRA
 in diffusers format and merged pipeline: workbench.export.weights; model card: workbench.export.card;
-``export.json`` last: workbench.export.directory) -> rename it into place -> log it to the training run's
+``export.json`` last: workbench.export.directory) -> rename it into place (a previous export at ``out``, with
+``--overwrite``, stays until the new one is complete; a full disk, or too little room for the merged pipeline's
+weights, removes the partial directory and is one line, ``DiskFull``, naming ``out`` and the bytes the export's
+tensors need) -> log it to the training run's
 MLflow artifacts and register a model version with the run as lineage, optionally upload to the Hugging
 Face Hub (workbench.export.publish).
 
@@ -20,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from workbench.common import is_hub_id
+from workbench.common import DiskFull, disk_full_error, free_bytes, is_hub_id
 from workbench.export.card import model_card
-from workbench.export.directory import EXPORT_FORMAT, MARKER, install, prepare_target, write_marker
+from workbench.export.directory import EXPORT_FORMAT, MARKER, install, no_space, prepare_target, write_marker
 from workbench.export.publish import default_registered_name, log_and_register, push_to_hub
 from workbench.export.weights import merge_lora, save_lora, save_merged_pipeline
 from workbench.model.checkpoint import TrainedCheckpoint, load_finetuned, read_checkpoint
@@ -83,13 +86,23 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
     else:
         name = registered_name or out.name
 
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    needed = 0  # bytes of the export's tensors, as far as known: what a full disk's message names
+
+    def before_write(nbytes: int, check_free: bool = False) -> None:
+        nonlocal needed
+        needed += nbytes
+        free = free_bytes(out.parent) if check_free else None
+        if free is not None and free < nbytes:  # refused before gigabytes are written in vain
+            raise disk_full_error(out, needed, "the export")
+
+    partial = None
     try:
-        lora = save_lora(transformer, partial) if ckpt.mode == "lora" else None
+        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        lora = save_lora(transformer, partial, before_write) if ckpt.mode == "lora" else None
         if merged:
             if lora:
                 merge_lora(transformer)
-            save_merged_pipeline(transformer, base, partial, dtype)
+            save_merged_pipeline(transformer, base, partial, dtype, lambda n: before_write(n, check_free=True))
         lineage = [f"checkpoint: `{ckpt.path.resolve()}` (global step {ckpt.global_step})",
                    f"base model: `{base}`"]
         if run is not None:
@@ -115,8 +128,11 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         install(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+    except BaseException as e:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)  # first: the message counts the space it held as free
+        if isinstance(e, DiskFull) or (isinstance(e, Exception) and no_space(e)):
+            raise disk_full_error(out, needed or None, "the export") from e
         raise
     result.files = sorted(json.loads((out / MARKER).read_text())["files"])
 

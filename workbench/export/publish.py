@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from workbench.common import writing
+
 ARTIFACT_DIR = "export"  # the training run's artifact folder holding the export
 
 
@@ -23,7 +25,12 @@ def log_and_register(out: Path, run, tracking_uri: str, name: str, mode: str) ->
 
     client = MlflowClient(tracking_uri)
     run_id = run.info.run_id
-    client.log_artifacts(run_id, str(out), ARTIFACT_DIR)
+    destination = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+    if destination.startswith("file://"):
+        destination = destination[len("file://"):]
+    needed = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    with writing(destination, needed, "the export's copy in the MLflow artifact store"):  # local store: DiskFull
+        client.log_artifacts(run_id, str(out), ARTIFACT_DIR)
     client.set_tag(run_id, "workbench.export_dir", str(out.resolve()))
     try:
         client.get_registered_model(name)

@@ -10,15 +10,31 @@ from workbench.model.loading import PICKLE_SUFFIXES
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what CogVideoXPipeline.load_lora_weights looks for
 
 
-def save_lora(transformer, directory: Path) -> dict:
+def tensors_nbytes(tensors: dict) -> int:
+    """Bytes a state dict's tensors take in safetensors files (each written whole, a tied tensor once), less the
+    small headers."""
+    seen, total = set(), 0
+    for t in tensors.values():
+        key = id(t) if t.device.type == "meta" else (t.data_ptr(), t.nelement(), t.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += t.nelement() * t.element_size()
+    return total
+
+
+def save_lora(transformer, directory: Path, before_write=None) -> dict:
     """Write the adapter as ``pytorch_lora_weights.safetensors`` (keys ``transformer.*``) with its
-    LoraConfig as safetensors metadata, so diffusers restores rank and alpha (hence the scaling) exactly."""
+    LoraConfig as safetensors metadata, so diffusers restores rank and alpha (hence the scaling) exactly.
+    ``before_write(nbytes)``, when given, hears the bytes of the tensors about to be written."""
     from diffusers import CogVideoXPipeline
     from peft import get_peft_model_state_dict
 
     config = transformer.peft_config["default"]
     metadata = config.to_dict()  # what diffusers' training scripts store (training_utils._collate_lora_metadata)
-    CogVideoXPipeline.save_lora_weights(directory, transformer_lora_layers=get_peft_model_state_dict(transformer),
+    state = get_peft_model_state_dict(transformer)
+    if before_write is not None:
+        before_write(tensors_nbytes(state))
+    CogVideoXPipeline.save_lora_weights(directory, transformer_lora_layers=state,
                                         transformer_lora_adapter_metadata=metadata)
     return {"rank": config.r, "alpha": config.lora_alpha, "targets": sorted(config.target_modules)}
 
@@ -32,9 +48,11 @@ def merge_lora(transformer) -> None:
         raise RuntimeError(f"LoRA layers remain after merging: {leftover[:3]}")
 
 
-def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: str) -> None:
-    """The base pipeline (its own VAE, T5, tokenizer and inference scheduler) with ``transformer`` in it."""
+def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: str, before_write=None) -> None:
+    """The base pipeline (its own VAE, T5, tokenizer and inference scheduler) with ``transformer`` in it.
+    ``before_write(nbytes)``, when given, hears the bytes of all its weights before anything is written."""
     import diffusers
+    import torch
 
     from workbench.model.families import family_of_model
 
@@ -45,6 +63,9 @@ def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: s
     kwargs = {} if dtype == "fp32" else {"torch_dtype": wanted}
     pipeline_class = getattr(diffusers, family_of_model(base_model).pipeline_class)  # the I2V families: I2V pipeline
     pipe = pipeline_class.from_pretrained(base_model, transformer=transformer, use_safetensors=True, **kwargs)
+    if before_write is not None:
+        before_write(sum(tensors_nbytes(c.state_dict()) for c in pipe.components.values()
+                         if isinstance(c, torch.nn.Module)))
     pipe.save_pretrained(directory, safe_serialization=True)
     bad = [p for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES]
     if bad:

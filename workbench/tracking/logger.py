@@ -9,6 +9,10 @@ The logger keeps a run's record whole through what goes wrong around training:
   (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``), later ones do not wait.
   At the end of the run whatever is still unsent stays in the spool and the logger prints the
   ``workbench tracking sync`` command that sends it (workbench.tracking.spool).
+* The spool's disk full (ENOSPC, EDQUOT): the records already spooled stay whole (workbench.tracking.spool);
+  training goes on, the calls that could not be written are kept in memory (bounded by ``max_buffered``) and
+  written, in order, once an append succeeds again. One line says so when it starts; the end of the run says how
+  many calls reached neither the store nor the spool.
 * A resume from a checkpoint (``resume_run_id``, set by the CLI from the checkpoint): the run goes on
   in the same MLflow run. Steps between the checkpoint and the interruption are trained again and
   would log their metrics twice; the logger skips (metric, step) values the run already holds, so
@@ -29,7 +33,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from workbench.common import first_line
+from workbench.common import DiskFull, first_line, free_bytes
 from workbench.tracking import spool as tracking_spool
 from workbench.tracking.spool import is_transient
 from workbench.tracking.store import open_store, resolve_tracking_uri
@@ -71,6 +75,9 @@ class DurableMLflowLogger(MLFlowLogger):
         self._stop = threading.Event()
         self._dropped = 0  # calls pushed out of memory by max_buffered (still in the spool)
         self._spooled = False
+        self._unspooled: deque[dict] = deque()  # kept calls not in the spool file yet (its disk was full)
+        self._unspooled_lost = 0  # calls that reached neither the store nor the spool (pushed out of memory)
+        self._spool_full = False  # the last spool append met a full disk
         self.spool_path: Path | None = None  # set to <run dir>/mlflow-spool.jsonl by RunSetup
         self.resumed = False
 
@@ -219,12 +226,39 @@ class DurableMLflowLogger(MLFlowLogger):
 
     def _keep(self, call: dict) -> None:
         """Spool a call and queue it for resending (under the lock)."""
-        tracking_spool.append(self._spool_file(), call)
-        self._spooled = True
+        self._unspooled.append(call)
+        if len(self._unspooled) > self._max_buffered:  # the disk stayed full for that long: the oldest is lost
+            self._unspooled.popleft()
+            self._unspooled_lost += 1
+        self._write_unspooled()
         self._pending.append(call)
         if len(self._pending) > self._max_buffered:
             self._pending.popleft()
             self._dropped += 1
+
+    def _write_unspooled(self) -> None:
+        """Append the kept calls that are not in the spool yet, oldest first (under the lock). A full disk keeps
+        them in memory (one line says so, once), to be written by the next call that finds space."""
+        spool = self._spool_file()
+        while self._unspooled:
+            try:
+                tracking_spool.append(spool, self._unspooled[0])
+            except DiskFull:
+                if not self._spool_full:
+                    self._spool_full = True
+                    free = free_bytes(spool)
+                    print(f"[workbench] {spool}: disk full, MLflow logging calls cannot be spooled (the next needs "
+                          f"{len(tracking_spool.encode(self._unspooled[0]))} bytes, "
+                          f"{'?' if free is None else free} free); training goes on, the calls not sent yet are kept "
+                          "in memory only (lost if the process dies) and spooled when there is space again",
+                          file=sys.stderr, flush=True)
+                return
+            self._unspooled.popleft()
+            self._spooled = True
+        if self._spool_full:
+            self._spool_full = False
+            print(f"[workbench] {spool}: space again, the MLflow logging calls kept in memory are spooled",
+                  file=sys.stderr, flush=True)
 
     def _spool_file(self) -> Path:
         if self.spool_path is None:
@@ -271,6 +305,8 @@ class DurableMLflowLogger(MLFlowLogger):
             with self._lock:
                 if self._pending and self._pending[0] is call:
                     self._pending.popleft()
+                if self._unspooled and self._unspooled[0] is call:  # sent: no need to spool it any more
+                    self._unspooled.popleft()
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -287,10 +323,15 @@ class DurableMLflowLogger(MLFlowLogger):
         self._deliver({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)}, resend_later=False)
         with self._lock:
             unsent = len(self._pending) + self._dropped
+            if unsent:
+                self._write_unspooled()  # the last chance to spool what a full disk kept in memory
+            not_spooled = len(self._unspooled) + self._unspooled_lost if unsent else 0
         spool = self._spool_file()
         if unsent:
+            lost = (f"; {not_spooled} of them could not be written there (disk full) and are lost"
+                    if not_spooled else "")
             print(f"[workbench] MLflow store {self._tracking_uri} still unreachable: {unsent} logging calls of run "
-                  f"{self._run_id} are kept in {spool}. When the store is back, send them with:\n"
+                  f"{self._run_id} are kept in {spool}{lost}. When the store is back, send them with:\n"
                   f"  workbench tracking sync {spool}", file=sys.stderr, flush=True)
         elif self._refused:
             print(f"[workbench] MLflow refused {self._refused} logging calls of run {self._run_id} (see the warnings "

@@ -4,7 +4,9 @@
 Each line of a spool file (``mlflow-spool.jsonl`` in the run directory) is one call of the run's logger
 as JSON: ``{"op": "metrics" | "params" | "tags" | "artifact" | "terminate", "run_id", "tracking_uri", ...}``.
 The logger (workbench.tracking.DurableMLflowLogger) appends a call before it first retries it, so a crash loses
-nothing; it deletes the file once everything in it reached the store. Syncing is idempotent: metric values
+nothing; it deletes the file once everything in it reached the store. An append that meets a full disk (ENOSPC,
+EDQUOT) cuts the file back to the records it held and raises ``DiskFull`` naming the file and the record's size:
+the records already spooled stay whole and readable, never followed by half a line. Syncing is idempotent: metric values
 already in the run (same key, step, timestamp and value), params already set and artifacts are not sent twice.
 
 Kept free of Lightning and torch so the ``workbench`` command starts quickly.
@@ -19,7 +21,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from workbench.common import first_line
+from workbench.common import disk_full_error, first_line, is_disk_full
 
 SPOOL_FILE = "mlflow-spool.jsonl"
 PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call
@@ -45,13 +47,43 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationalError)
 
 
+def encode(record: dict) -> bytes:
+    """One spool line: the call as JSON, newline-terminated."""
+    return (json.dumps(record) + "\n").encode("utf-8")
+
+
 def append(path: Path, record: dict) -> None:
-    """Append one call to the spool file and flush it to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one call to the spool file and flush it to disk.
+
+    All or nothing: when the disk (or quota) is full, the file is cut back to the length it had, so the records
+    before stay readable and the next append starts on a line of its own, and ``DiskFull`` is raised.
+    """
+    data = encode(record)
+    fd = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a line a kill cut short: start on a line of our own
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)  # the records before stay whole; no half line for the next one to follow
+            except OSError:
+                pass
+            raise
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, len(data), "an MLflow spool record") from e
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read(path: Path) -> list[dict]:

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from workbench.common import atomic_write_text, writing
 from workbench.tracking.runs import mlflow_logger, run_dir
 
 
@@ -79,12 +80,18 @@ class ValidationVideos(L.Callback):
                     frames = pipe(prompt=prompt, generator=g, output_type="np",
                                   max_sequence_length=pl_module.max_text_len, **self.kwargs, **extra).frames[0]
                 path = out / f"{i:02d}.mp4"
-                export_to_video(list(frames), str(path), fps=self.fps)
+                try:
+                    with writing(path, None, "a validation video"):  # a full disk: DiskFull, one line
+                        export_to_video(list(frames), str(path), fps=self.fps)
+                except BaseException:
+                    path.unlink(missing_ok=True)  # never a truncated video under its name
+                    raise
         trainer.strategy.barrier("ValidationVideos")
         self.last_paths = sorted(out.glob("*.mp4"))
         if not trainer.is_global_zero:
             return
-        (out / "prompts.txt").write_text("".join(f"{i:02d}.mp4\t{p}\n" for i, p in enumerate(self.prompts)))
+        atomic_write_text(out / "prompts.txt", "".join(f"{i:02d}.mp4\t{p}\n" for i, p in enumerate(self.prompts)),
+                          what="the validation prompts")
         logger = mlflow_logger(trainer)
         if logger is not None:
             logger.log_artifact(out, f"samples/step_{trainer.global_step:06d}")

@@ -2,7 +2,9 @@
 
 * ``AtomicCheckpointIO`` (a Lightning checkpoint IO plugin; the recipes set it in ``trainer.plugins``): a
   checkpoint file is either the old complete one or the new complete one, whatever kills the process
-  mid-write; and checkpoints are read with ``torch.load(weights_only=True)``.
+  mid-write; a full disk (ENOSPC, EDQUOT) ends the run with one line naming the file and the space it
+  needed (``DiskFull``), the previous checkpoint intact; and checkpoints are read with
+  ``torch.load(weights_only=True)``.
 * ``RunCheckpoint`` (the recipes' checkpoint callback): Lightning's ``ModelCheckpoint`` that also saves the
   run's final step, so ``last.ckpt`` (what ``export RUN`` and ``eval RUN`` use) is the trained model.
 """
@@ -18,6 +20,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from workbench.common import disk_full_error, is_disk_full
 from workbench.model.checkpoint import load_checkpoint_safely
 
 
@@ -32,26 +35,80 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in ``obj`` (nested dicts, lists, tuples), each storage counted once: about what
+    ``torch.save`` writes for a checkpoint, which is mostly tensors."""
+    seen: set[int] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            try:
+                storage = item.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # tensors without a storage (meta, some subclasses)
+                key, size = id(item), item.nelement() * item.element_size()
+            if key not in seen or key == 0:
+                seen.add(key)
+                total += size
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+class _WriteRecorder:
+    """A file object that remembers the OSError its ``write`` raised: ``torch.save`` reports a failed write as a
+    RuntimeError of its own, which need not carry the OSError (and its errno) along."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike, what: str = "checkpoint") -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, then rename it over ``path``.
 
     A reader (or a resume after a kill) sees the previous file or the complete new one, never a partial
-    file under the final name. Leftovers of a write that was killed are removed by the next write.
+    file under the final name. Leftovers of a write that was killed are removed by the next write. A full
+    disk (or quota) raises ``DiskFull`` naming ``path`` and the bytes the checkpoint's tensors need, after the
+    temporary file is removed: the previous file under ``path`` is untouched.
     """
     path = Path(path)
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    recorder = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, tensor_bytes(obj), what) from e
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            recorder = _WriteRecorder(f)
+            torch.save(obj, recorder)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)  # first: the space it held counts as free in the message
+        if isinstance(e, Exception) and (is_disk_full(e) or (recorder is not None and recorder.error is not None
+                                                             and is_disk_full(recorder.error))):
+            raise disk_full_error(path, tensor_bytes(obj), what) from e
         raise
     _fsync_directory(directory)
 
@@ -61,7 +118,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning's own ``TorchCheckpointIO`` stages the file in the system temp directory and moves it into
     place, which is a copy (not atomic) across filesystems, and does not fsync. ``last.ckpt`` goes through
-    here too (``ModelCheckpoint(save_last=True)`` saves it as a checkpoint of its own).
+    here too (``ModelCheckpoint(save_last=True)`` saves it as a checkpoint of its own). A full disk raises
+    ``DiskFull`` (a UserError): Lightning marks the MLflow run FAILED and `workbench fit` prints its one line
+    and exits with status 2.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:

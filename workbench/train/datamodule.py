@@ -36,6 +36,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from workbench.common import atomic_write_text
 from workbench.data.batching import BucketBatchSampler, GlobalBatchSampler, ResumableDataLoader
 from workbench.data.dataset import ON_BAD_SAMPLE, SampleError, VideoCaptionDataset, collate
 from workbench.data.manifest import Entry, find_manifest, read_manifest, refuse_paths_outside_root
@@ -148,7 +149,7 @@ class VideoDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
         prepare_cache(self._model(), hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
-                      device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.hparams.vae_tiling,
+                      device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.speed.vae_tiling,
                       buckets=hp.buckets)
         import gc
 
@@ -308,7 +309,8 @@ class VideoDataModule(L.LightningDataModule):
                 directory = Path(".")
             directory.mkdir(parents=True, exist_ok=True)
             self._skipped_path = directory / SKIPPED_FILE
-        self._skipped_path.write_text(json.dumps(self.skipped, indent=2) + "\n")
+        atomic_write_text(self._skipped_path, json.dumps(self.skipped, indent=2) + "\n",
+                          what="the skipped-samples report")
         trainer = self._trainer_or_none()
         if trainer is not None and self.skipped:
             from workbench.tracking.runs import mlflow_logger

@@ -18,6 +18,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
+from workbench.common import atomic_write_text
 from workbench.model.checkpoint import MLFLOW_CHECKPOINT_KEY
 from workbench.tracking.logger import DurableMLflowLogger
 from workbench.tracking.runs import RUN_DIR_TAG, mlflow_logger, run_dir
@@ -51,7 +52,8 @@ class RunSetup(SaveConfigCallback):
             path, artifact_dir = directory / f"config.{name}.yaml", f"recipe/{name}"
         with warnings.catch_warnings():  # jsonargparse >= 4.49 deprecates skip_none for skip_unset; both write Nones
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+            text = self.parser.dump(self.config, skip_none=False)  # what parser.save(multifile=False) writes
+        atomic_write_text(path, text, what="the run's recipe")  # a full disk: one line (DiskFull), no partial file
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(directory / "checkpoints")

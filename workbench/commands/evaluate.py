@@ -17,7 +17,16 @@ def register(subparsers) -> None:
             "each prompt and FVD against the suite's real reference videos (statistics cached next to the suite). "
             "Writes results.json, results.md and grid.png to --out and logs everything to MLflow: on the training "
             "run for a checkpoint or run id (artifacts under eval/<suite>/), else on a new run in experiment "
-            "workbench-eval. Every input is checked before generation starts. See evals/README.md."
+            "workbench-eval. Every input is checked before generation starts. "
+            "Each video and its scores are written as it finishes: the same command with the same --out continues "
+            "a stopped evaluation (finished videos are not generated again; the results are those of one run). "
+            "--shard I/N generates the I-th of N shares into its own --out; --merge OUT1 OUT2 ... --out FINAL "
+            "(with the same --suite, --model and settings) combines finished shards into one result. "
+            "See evals/README.md."
+        ),
+        epilog=(
+            "sharded: workbench eval --suite S --model M --shard 1/2 --out part1 (and 2/2 --out part2, anywhere), "
+            "then workbench eval --suite S --model M --merge part1 part2 --out final"
         ),
     )
     p.add_argument("--suite", required=True, help="suite YAML (e.g. evals/suites/smoke.yaml)")
@@ -32,7 +41,14 @@ def register(subparsers) -> None:
     p.add_argument("--clip-model", help="CLIP hub id or local directory (overrides the suite's clip_model)")
     p.add_argument("--fvd-detector", help="StyleGAN-V i3d_torchscript.pt (overrides the suite's fvd_detector)")
     p.add_argument("--reference", help="reference video folder (overrides the suite's reference)")
-    p.add_argument("--out", help="results folder, new or empty (default: eval-results/<suite>-<time>)")
+    p.add_argument("--out", help="results folder: new or empty, or one holding this same evaluation, which is "
+                                 "continued where it stopped (default: eval-results/<suite>-<time>)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="generate only shard I of N (counted from 1) of the suite's videos into --out; combine the "
+                        "finished shards with --merge")
+    p.add_argument("--merge", nargs="+", metavar="SHARD_OUT",
+                   help="the --out folders of finished shards of this evaluation (same --suite, --model and "
+                        "settings): combine them into --out and score them as one run, generating nothing")
     p.add_argument("--cache-dir", help="folder for cached reference statistics (default: <suite folder>/.fvd_cache)")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write results to --out only")
@@ -58,9 +74,16 @@ def run(ns: argparse.Namespace) -> int:
                       clip_model=ns.clip_model, fvd_detector=ns.fvd_detector, reference=ns.reference,
                       out=ns.out, cache_dir=ns.cache_dir, tracking_uri=ns.tracking_uri,
                       log_to_mlflow=not ns.no_mlflow, device=ns.device, dtype=ns.dtype, compile=ns.compile, attention=ns.attention,
-                      approximate=ns.approximate)
+                      approximate=ns.approximate, shard=ns.shard, merge=ns.merge)
+    made = f"{result.generated} generated now, {result.reused} done before"
+    if result.shard is not None:
+        i, n = result.shard
+        print(f"suite {result.suite.name}, shard {i}/{n}: its videos are done ({made}) in {result.out}")
+        print(f"when all {n} shards are done: workbench eval --suite {ns.suite} --model {ns.model} "
+              f"[the same settings] --merge SHARD_OUT_1 ... SHARD_OUT_{n} --out FINAL")
+        return 0
     m = result.metrics
-    print(f"suite {result.suite.name}: {result.scores.num_videos} videos, "
+    print(f"suite {result.suite.name}: {result.scores.num_videos} videos ({made}), "
           f"{result.scores.num_reference_videos} reference videos")
     for key in sorted(k for k in m if not k.startswith("eval/num_") and "_ci_" not in k):
         low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.common import atomic_write_bytes
 from workbench.eval.suite import EvalError, Suite
 from workbench.model.families import FamilyError, family_of_pipeline
 
@@ -44,20 +45,74 @@ def video_file_name(prompt_index: int, seed: int) -> str:
     return f"{prompt_index:03d}-seed{seed}.mp4"
 
 
+def encode_mp4(frames, fps: float) -> bytes:
+    """A video (F, C, H, W) float in [0, 1] as H.264 mp4 bytes (PyAV, yuv420p, CRF 18), encoded in memory so
+    that the file is written in one atomic write (``write_video``)."""
+    import io
+    from fractions import Fraction
+
+    import av
+    import torch
+
+    video = (frames.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).contiguous().numpy()
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush
+    return buffer.getvalue()
+
+
+def write_video(path: str | os.PathLike, frames, fps: float) -> Path:
+    """``encode_mp4`` written atomically to ``path`` (a temporary file beside it, fsync, rename): ``path`` is a
+    complete video or absent, never a partial file. A full disk raises DiskFull naming ``path``."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_mp4(frames, fps), what="a video")
+    return path
+
+
+def video_progress(total: int, done: int, desc: str, disable: bool = False):
+    """A tqdm bar of videos that starts at the ``done`` ones: done / total and the ETA; ``show_rate`` adds the
+    videos per hour (of this run's own videos: a resumed run's finished ones took no time)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=desc, unit="video", disable=disable,
+                bar_format="{desc}: {n_fmt}/{total_fmt} videos |{bar}| [{elapsed} elapsed, ETA {remaining}{postfix}]")
+
+
+def show_rate(bar) -> None:
+    """Set ``bar``'s postfix to the videos per hour since it started (its initial count left out)."""
+    if bar.disable:
+        return
+    elapsed = bar.format_dict["elapsed"]
+    if elapsed > 0 and bar.n > bar.format_dict["initial"]:
+        bar.set_postfix_str(f"{(bar.n - bar.format_dict['initial']) / elapsed * 3600:.4g} videos/h")
+
+
 def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None = None, *,
                           context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                           progress: bool = True, desc: str | None = None, rank: int = 0,
-                          world_size: int = 1, embeddings: dict | None = None) -> Iterator[VideoBatch]:
+                          world_size: int = 1, embeddings: dict | None = None,
+                          done: Collection[tuple[int, int]] = ()) -> Iterator[VideoBatch]:
     """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline``.
 
     Yields one ``VideoBatch`` per pipeline call (``suite.batch_size`` videos, as a prompt list).
     Each video has its own CPU generator seeded with its seed, so a video does not depend (beyond
     float round-off) on the batch it lands in, and its noise not on the device. ``pipe.scheduler`` is replaced by the suite's scheduler built
     from the model's scheduler config. With ``out_dir`` each video is saved as
-    ``<out_dir>/<prompt index>-seed<seed>.mp4``. ``context`` wraps every pipeline call (the
-    training callback passes the precision plugin's forward context). With ``world_size`` > 1,
+    ``<out_dir>/<prompt index>-seed<seed>.mp4`` (atomically: ``write_video``). ``context`` wraps every pipeline
+    call (the training callback passes the precision plugin's forward context). With ``world_size`` > 1,
     process ``rank`` generates pipeline batches ``rank::world_size``: whole batches move, so every
-    video is computed exactly as in one process.
+    video is computed exactly as in one process (``workbench eval --shard`` splits a suite the same way).
+
+    ``done``: (prompt index, seed) of videos already finished (a resumed evaluation). A pipeline batch whose
+    videos are all done is skipped; one that is partly done (a run stopped between its videos' writes) is
+    generated again whole, so that every video is computed in the batch it always lands in, and only its
+    missing videos are written. The bar starts at the finished count.
 
     ``suite.approximate`` (an approximate lever, workbench.model.caching) is enabled on ``pipe.transformer``
     for each pipeline call and removed after it (a fresh cache state per call; the pipeline is exact again).
@@ -67,8 +122,6 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     share the text encoder (base and fine-tuned: the workbench never trains T5) generate from it.
     """
     import torch
-    from diffusers.utils import export_to_video
-    from tqdm.auto import tqdm
 
     from workbench.model.caching import approximation
 
@@ -76,6 +129,7 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+    done = set(done)
     jobs = suite.jobs()
     chunks = [jobs[i:i + suite.batch_size] for i in range(0, len(jobs), suite.batch_size)][rank::world_size]
     family = family_of_pipeline(pipe)
@@ -87,10 +141,15 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         raise EvalError(f"suite {suite.name}: {family.title} is an image-to-video model, and suites do not give images "
                         "yet; render its videos with `workbench generate --image` (validation videos take images too)")
     max_len = family.text_len
-    bar = tqdm(total=sum(len(c) for c in chunks), desc=desc or f"{suite.name}: {len(suite.prompts)} prompts x {len(suite.seeds)} seeds",
-               unit="video", disable=not progress)
+    total = sum(len(c) for c in chunks)
+    finished = sum((i, s) in done for c in chunks for i, _, s in c)
+    bar = video_progress(total, finished, desc or f"{suite.name}: {len(suite.prompts)} prompts x {len(suite.seeds)} seeds",
+                         disable=not progress)
     try:
         for chunk in chunks:
+            todo = [(i, s) not in done for i, _, s in chunk]
+            if not any(todo):
+                continue
             generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
             prompts = [p for _, p, _ in chunk]
             with approximation(pipe, suite.approximate), context():  # fresh lever state each call, removed after
@@ -105,28 +164,31 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
             if out_dir is not None:
                 for k, (i, _, seed) in enumerate(chunk):
                     paths[k] = out_dir / video_file_name(i, seed)
-                    export_to_video(list(frames[k].permute(0, 2, 3, 1).numpy()), str(paths[k]), fps=suite.fps)
-            bar.update(len(chunk))
+                    if todo[k]:
+                        write_video(paths[k], frames[k], suite.fps)
             yield VideoBatch(frames, [p for _, p, _ in chunk], [s for _, _, s in chunk], [i for i, _, _ in chunk],
                              paths)
+            bar.update(sum(todo))
+            show_rate(bar)
     finally:
         bar.close()
 
 
 def prompt_embeddings(pipe, prompts: list[str], cache: dict, max_len: int, guidance: bool) -> dict:
     """``prompt_embeds`` (and ``negative_prompt_embeds`` with guidance) for a pipeline call, each prompt encoded
-    once into ``cache`` by the pipeline's own ``encode_prompt`` (the empty negative prompt, as the pipeline's
-    default)."""
+    once, on its own, into ``cache`` by the pipeline's own ``encode_prompt`` (the empty negative prompt, as the
+    pipeline's default)."""
     import torch
 
-    missing = [p for p in dict.fromkeys(prompts) if p not in cache]
-    if missing:
+    for p in dict.fromkeys(prompts):
+        if p in cache:
+            continue
+        # One prompt a call: a prompt's embedding never depends on which others are encoded with it, so a resumed
+        # or sharded evaluation (which starts at other prompts) renders every video exactly as one whole run.
         positive, negative = pipe.encode_prompt(
-            prompt=missing, negative_prompt=[""] * len(missing) if guidance else None,
-            do_classifier_free_guidance=guidance, num_videos_per_prompt=1, max_sequence_length=max_len,
-            device=pipe._execution_device)
-        for i, p in enumerate(missing):
-            cache[p] = (positive[i].cpu(), negative[i].cpu() if guidance else None)
+            prompt=[p], negative_prompt=[""] if guidance else None, do_classifier_free_guidance=guidance,
+            num_videos_per_prompt=1, max_sequence_length=max_len, device=pipe._execution_device)
+        cache[p] = (positive[0].cpu(), negative[0].cpu() if guidance else None)
     device, dtype = pipe._execution_device, pipe.transformer.dtype
     out = {"prompt_embeds": torch.stack([cache[p][0] for p in prompts]).to(device, dtype)}
     if guidance:

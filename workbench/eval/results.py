@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from workbench.eval.generation import VideoBatch
+from workbench.common import atomic_write_bytes, atomic_write_json, atomic_write_text
 from workbench.eval.scoring import SuiteScores
 from workbench.eval.suite import Suite
 
@@ -140,20 +138,28 @@ def results_markdown(results: dict) -> str:
 
 
 def write_results(out: Path, results: dict) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
+    """results.json and results.md, each written atomically (a full disk: one line naming the file)."""
+    atomic_write_json(out / "results.json", results, indent=2, what="the results")
+    atomic_write_text(out / "results.md", results_markdown(results), what="the results table")
+
+
+def first_frame_uint8(frame):
+    """A video's first frame (C, H, W) in [0, 1] as the grid shows it: uint8 (H, W, C) numpy."""
+    return (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
 
 
 def first_frame_grid(columns: dict[str, list[Any]], path: Path, max_side: int = 256) -> Path:
-    """A PNG grid of first frames: one row per prompt, one labelled column per model.
+    """A PNG grid of first frames: one row per prompt, one labelled column per model, written atomically.
 
-    ``columns`` maps a label to one (C, H, W) frame in [0, 1] per prompt.
+    ``columns`` maps a label to one uint8 (H, W, C) frame per prompt (``first_frame_uint8``).
     """
+    import io
+
     from PIL import Image, ImageDraw
 
     labels = list(columns)
     rows = len(columns[labels[0]])
-    _, h, w = columns[labels[0]][0].shape
+    h, w, _ = columns[labels[0]][0].shape
     scale = min(1.0, max_side / max(h, w))
     cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
     pad, header = 4, 16
@@ -163,20 +169,13 @@ def first_frame_grid(columns: dict[str, list[Any]], path: Path, max_side: int = 
         x = pad + c * (cw + pad)
         draw.text((x, 2), label, fill=(0, 0, 0))
         for r, frame in enumerate(columns[label]):
-            img = Image.fromarray((frame.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
+            img = Image.fromarray(frame)
             if (cw, ch) != (w, h):
                 img = img.resize((cw, ch), Image.BILINEAR)
             y = header + r * (ch + pad)
             grid.paste(img, (x, y))
             draw.text((x + 2, y + 1), str(r), fill=(255, 255, 255))
-    grid.save(path)
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue(), what="the first-frame grid")
     return path
-
-
-def tap_first_frames(batches: Iterable[VideoBatch], first_seed: int, store: dict[int, Any]):
-    """Pass batches through, keeping the first frame of each prompt's first-seed video."""
-    for b in batches:
-        for k, (i, s) in enumerate(zip(b.prompt_indices, b.seeds)):
-            if s == first_seed:
-                store[i] = b.frames[k, 0].clone()
-        yield b

@@ -1,5 +1,6 @@
 """`workbench eval` survives a kill, a full disk and being split: the smoke suite (3 prompts x 2 seeds, one video
-per pipeline call) on the tiny model with the metric stand-ins, in subprocesses as a user runs it.
+per pipeline call) on the tiny model with the metric stand-ins. The killed run is a subprocess; the others go
+through the CLI's ``main`` in this process (the import and start-up of a subprocess cost more than the videos).
 
 A run SIGKILLed at a random video and run again, shards merged, and a run stopped by a full disk and run again
 all give exactly the results.json metrics and per-video rows of one uninterrupted run, and generate only the
@@ -8,6 +9,7 @@ videos that were missing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -23,7 +25,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO, only_run, run_cli
+from tests.conftest import REPO, only_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:FVD .* rank-deficient:UserWarning")]
 
@@ -51,7 +53,11 @@ def work(tmp_path_factory, tiny_model_dir, sample_data_dir, metric_standins) -> 
             "--fvd-detector", str(metric_standins["i3d"]), "--reference", str(sample_data_dir),
             "--cache-dir", str(metric_standins["cache"])]
     baseline = root / "baseline"
-    run_cli(["eval", *args, "--no-mlflow", "--out", str(baseline)], cwd=root)
+    from workbench.eval.harness import evaluate
+
+    evaluate(suite, str(tiny_model_dir), clip_model=str(metric_standins["clip"]), fvd_detector=str(metric_standins["i3d"]),
+             reference=str(sample_data_dir), cache_dir=metric_standins["cache"], out=baseline, log_to_mlflow=False,
+             progress=False)
     return {"root": root, "suite": suite, "data": data, "args": args, "baseline": baseline,
             "results": _results(baseline)}
 
@@ -105,27 +111,31 @@ def _one_line_error(err: str) -> str:
 
 
 # -- SIGKILL at a random video, then the same command again ----------------------------------------------------------
-def test_sigkilled_eval_resumes_to_the_same_results_and_logs_once(work, capsys):
+def test_sigkilled_eval_resumes_to_the_same_results_and_logs_once(work, capsys, monkeypatch):
+    monkeypatch.chdir(work["root"])  # MLflow's artifact root (./mlruns) for the in-process runs
     out, uri = work["root"] / "killed", f"sqlite:///{work['root'] / 'mlflow.db'}"
     cmd = ["eval", *work["args"], "--out", str(out), "--tracking-uri", uri]
     k = random.Random(20240611).randint(1, NUM_VIDEOS - 2)  # kill once k videos are finished
+    log = (work["root"] / "killed.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", *cmd], cwd=work["root"], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while len(_finished(out) if out.is_dir() else []) < k:
-        assert proc.poll() is None, f"finished before the kill: {proc.stderr.read()[-3000:]}"
+        assert proc.poll() is None, f"ended before the kill: {(work['root'] / 'killed.log').read_text()[-3000:]}"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    proc.stderr.close()
+    log.close()
     done = _finished(out)
     assert k <= len(done) < NUM_VIDEOS and done == KEYS[:len(done)], done
     before = _file_ids(out, done)
     assert not (out / "results.json").exists()
 
-    again = run_cli(cmd, cwd=work["root"])
-    assert _counts(again.stdout) == (NUM_VIDEOS - len(done), len(done))
+    rc, stdout, err = _in_process(cmd[1:], capsys)  # (the baseline ran in this process too: the same numbers)
+    assert rc == 0, err
+    assert _counts(stdout) == (NUM_VIDEOS - len(done), len(done))
+    assert re.search(r"\d+/6 videos .*videos/h", err)  # the bar: done / total, videos per hour, ETA
     assert _file_ids(out, done) == before  # the finished videos and their scores were not touched
     _same_results(out, work["results"])
     client = mlflow.MlflowClient(uri)
@@ -155,14 +165,10 @@ def test_sigkilled_eval_resumes_to_the_same_results_and_logs_once(work, capsys):
 def test_shards_merge_to_the_unsharded_results(work, capsys):
     root = work["root"]
     parts = [root / "part1", root / "part2"]
-    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", "eval", *work["args"], "--no-mlflow",
-                               "--shard", f"{i}/2", "--out", str(part)], cwd=root, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i, part in enumerate(parts, 1)]
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr[-4000:]
-        assert _counts(stdout) == (3, 0)
+    for i, part in enumerate(parts, 1):
+        rc, stdout, err = _in_process([*work["args"], "--no-mlflow", "--shard", f"{i}/2", "--out", str(part)], capsys)
+        assert rc == 0, err
+        assert _counts(stdout) == (3, 0) and f"shard {i}/2" in stdout
     # shards split by pipeline batch (here: by video), round robin
     assert _finished(parts[0]) == KEYS[0::2] and _finished(parts[1]) == KEYS[1::2]
     assert not (parts[0] / "results.json").exists()
@@ -189,36 +195,29 @@ def test_shards_merge_to_the_unsharded_results(work, capsys):
 
 
 # -- a full disk at a video's write ------------------------------------------------------------------------------------
-FULL_DISK = """
-import errno, os, sys
+def _full_disk_at(monkeypatch, name: str) -> None:
+    """The disk fills up while ``name`` is written: its fsync fails with ENOSPC (the real writer, its temporary
+    file and all, runs up to there)."""
+    real_fsync = os.fsync
 
-fail_on, real_fsync = sys.argv[1], os.fsync
+    def fsync(fd):
+        if name in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
 
-
-def fsync(fd):  # the disk fills up while this video is written
-    if fail_on in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return real_fsync(fd)
-
-
-os.fsync = fsync
-from workbench.cli import main
-
-sys.exit(main(sys.argv[2:]))
-"""
+    monkeypatch.setattr(os, "fsync", fsync)
 
 
-def test_disk_full_at_a_video_stops_in_one_line_and_the_rerun_completes(work):
-    root, out = work["root"], work["root"] / "full-disk"
-    script = root / "full_disk.py"
-    script.write_text(FULL_DISK)
-    cmd = ["eval", *work["args"], "--no-mlflow", "--out", str(out)]
+def test_disk_full_at_a_video_stops_in_one_line_and_the_rerun_completes(work, capsys, monkeypatch):
+    out = work["root"] / "full-disk"
+    cmd = [*work["args"], "--no-mlflow", "--out", str(out)]
     failing = KEYS[2] + ".mp4"  # the third video
-    proc = subprocess.run([sys.executable, str(script), failing, *cmd], cwd=root, env=_env(), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-4000:]
-    line = _one_line_error(proc.stderr)
-    assert f"{out / 'videos' / failing}: disk full writing a video" in line and "run the same command again" in line
+    with monkeypatch.context() as m:
+        _full_disk_at(m, failing)
+        rc, _, err = _in_process(cmd, capsys)
+    line = _one_line_error(err)
+    assert rc == 2 and f"{out / 'videos' / failing}: disk full writing a video" in line, err
+    assert "run the same command again" in line
     from workbench.data.video import probe
     from workbench.eval.scoring import load_video_scores
 
@@ -228,8 +227,9 @@ def test_disk_full_at_a_video_stops_in_one_line_and_the_rerun_completes(work):
     assert not (out / "videos" / failing).exists() and not list(out.rglob("*.tmp"))
     before = _file_ids(out, KEYS[:2])
 
-    again = run_cli(cmd, cwd=root)
-    assert _counts(again.stdout) == (NUM_VIDEOS - 2, 2)
+    rc, stdout, err = _in_process(cmd, capsys)
+    assert rc == 0, err
+    assert _counts(stdout) == (NUM_VIDEOS - 2, 2)
     assert _file_ids(out, KEYS[:2]) == before
     _same_results(out, work["results"])
 
@@ -238,18 +238,11 @@ def test_disk_full_at_the_results_keeps_the_old_files(work, capsys, monkeypatch)
     out = work["root"] / "full-disk-results"
     shutil.copytree(work["baseline"], out)
     old = {name: (out / name).read_bytes() for name in ("results.json", "grid.png")}
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        if "grid.png" in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
-            raise OSError(28, "No space left on device")
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    _full_disk_at(monkeypatch, "grid.png")
     rc, _, err = _in_process([*work["args"], "--no-mlflow", "--out", str(out)], capsys)
     assert rc == 2 and f"{out / 'grid.png'}: disk full writing the first-frame grid" in _one_line_error(err)
     assert {name: (out / name).read_bytes() for name in old} == old
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.undo()
     rc, stdout, err = _in_process([*work["args"], "--no-mlflow", "--out", str(out)], capsys)
     assert rc == 0 and _counts(stdout) == (0, NUM_VIDEOS)
     _same_results(out, work["results"])

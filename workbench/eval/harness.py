@@ -7,6 +7,12 @@ generation (workbench.eval.generation: a stock ``CogVideoXPipeline``, fixed seed
 (workbench.eval.results: ``results.json``, ``results.md``, a first-frame grid) -> MLflow (the training
 run's own run when a checkpoint or run id is evaluated, else a new run in experiment ``workbench-eval``).
 
+Long jobs survive: every video and its per-video record (workbench.eval.scoring: CLIP score, FVD features,
+oracle verdict, first frame) is written atomically as it finishes; ``--out/.eval-state.json`` fingerprints
+the evaluation, so the same command continues a stopped one and refuses a folder of another; the set's numbers
+come from the stored records only, so resumed, sharded (``--shard I/N``) and merged (``--merge``) runs give
+the results of one uninterrupted run (evals/README.md, "Stopped, resumed, sharded").
+
 ``evaluate`` is the whole job for the CLI and notebooks; the ``SuiteEvaluation`` callback
 (workbench.eval.callback) runs the same generation and scoring during training, at validation.
 
@@ -401,6 +407,7 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
+        state = _check_out(out, fingerprint, shard)  # again, under the lock: another process may have begun it
         if state is None:
             state = {"format": STATE_FORMAT, "fingerprint": fingerprint, "shard": list(shard) if shard else None,
                      "metrics": metrics_fp, "complete": False, "mlflow": None}

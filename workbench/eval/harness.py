@@ -389,7 +389,10 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
     uri = resolve_tracking_uri(tracking_uri)
     src = resolve_model(model, lora=lora, base_model=base_model, compare_base=compare_base, tracking_uri=uri)
-    out = Path(out) if out is not None else Path("eval-results") / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out is None:
+        out = Path("eval-results") / f"{suite.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        _note(progress, f"writing to {out}: if it stops, the same command with --out {out} continues it")
+    out = Path(out)
     fingerprint = eval_fingerprint(suite, src, compare_base=compare_base, device=device, dtype=dtype,
                                    attention=attention, compile=compile)
     state = _check_out(out, fingerprint, shard)

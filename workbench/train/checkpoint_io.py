@@ -20,7 +20,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from workbench.common import disk_full_error, is_disk_full
+from workbench.common import DiskFull, disk_full_error, is_disk_full
 from workbench.model.checkpoint import load_checkpoint_safely
 
 
@@ -140,13 +140,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that checkpoints the final step of every run.
+    """``ModelCheckpoint`` that checkpoints the final step of every run, and stops every process on a full disk.
 
     Lightning's saves every ``every_n_train_steps`` and, at the end, ``last.ckpt`` only if no "last" was
     written before: a run of 40 steps checkpointed every 16 keeps step 32 as ``last.ckpt`` and loses its
     last 8 steps. Here the end of training saves the final step (a step-named file under ``save_top_k``
     as the interval saves do, and ``last.ckpt``), unless that step is saved already.
+
+    With several processes only rank 0 writes (DDP) and the others wait for it at a barrier: a ``DiskFull`` there
+    would leave them waiting until the collective timeout. Here the failing process meets them at that barrier
+    and every process learns of the failure (one boolean all-reduce per save), so all of them stop with the
+    one-line error.
     """
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if trainer.world_size == 1:
+            return super()._save_checkpoint(trainer, filepath)
+        error = None
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        except DiskFull as e:
+            error = e
+            trainer.strategy.barrier("Trainer.save_checkpoint")  # where the other processes wait for this one
+        if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+            raise error if error is not None else disk_full_error(filepath, None, "checkpoint on another process")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step > self._last_global_step_saved and not trainer.sanity_checking:

@@ -7,10 +7,8 @@
 from __future__ import annotations
 
 import sys
-from argparse import ArgumentError
 from pathlib import Path
 
-from workbench.common import UserError
 
 LIGHTNING_COMMANDS = ("fit", "validate")
 
@@ -66,15 +64,11 @@ def run_lightning(argv: list[str] | None) -> int:
         from workbench.data.manifest import find_manifest
 
         find_manifest(Path(root))
-    from workbench.train.cli import lightning_cli, parse_error_summary
+    from workbench.train.cli import lightning_cli
     from workbench.train.guards import NonFiniteError
 
     try:
-        lightning_cli(argv)
-    except ArgumentError as e:
-        configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
-        where = f"{configs[-1]}: " if configs else ""
-        raise UserError(f"{where}{parse_error_summary(e)} (`workbench fit --help` lists every option)") from None
+        lightning_cli(argv)  # a recipe or flag it refuses: a RecipeError (a UserError: one line, exit 2)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

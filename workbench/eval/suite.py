@@ -195,6 +195,21 @@ def _clip_model_ref(value: Any, base: Path, where: Path) -> str:
     return value
 
 
+def _read_utf8(path: Path, what: str) -> str:
+    """The text of a suite's file (a UTF-8 byte-order mark dropped); a SuiteError naming the line when it is not
+    UTF-8 or cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SuiteError(f"{path}: the {what} cannot be read ({e.strerror or first_line(e)})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SuiteError(f"{path}:{line}: the {what} is not UTF-8 text (byte 0x{data[e.start]:02x}); re-save it as "
+                         "UTF-8") from None
+
+
 def load_suite(path: str | os.PathLike) -> Suite:
     """Read and validate a suite YAML (see evals/README.md for the fields).
 
@@ -205,14 +220,21 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file (suites live in evals/suites/*.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_utf8(path, "suite"))
     except yaml.YAMLError as e:
         raise SuiteError(f"{yaml_error_place(path, e)}: not valid YAML ({getattr(e, 'problem', None) or first_line(e)}); "
                          "fix the line (indentation, a missing ':' or an unquoted ':' in a prompt)") from None
+    except RecursionError:
+        raise SuiteError(f"{path}: not valid YAML (nested too deeply); a suite is a mapping of fields "
+                         "(evals/README.md)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite is a YAML mapping of fields, got {type(data).__name__}")
+    not_text = [k for k in data if not isinstance(k, str)]
+    if not_text:
+        raise SuiteError(f"{path}: field name {not_text[0]!r} is not text; known fields: "
+                         f"{', '.join(sorted(_SUITE_KEYS))}")
     unknown = sorted(set(data) - _SUITE_KEYS)
     if unknown:
         raise SuiteError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
@@ -226,7 +248,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         prompts_file = _suite_path(fields.pop("prompts_file"), base, "prompts_file", path)
         if not prompts_file.is_file():
             raise SuiteError(f"{path}: prompts_file {prompts_file} does not exist")
-        prompts = prompts + [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines()
+        prompts = prompts + [line.strip() for line in _read_utf8(prompts_file, "prompts_file").splitlines()
                              if line.strip()]
     fields.pop("prompts_file", None)
     fields["prompts"] = tuple(prompts)

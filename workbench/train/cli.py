@@ -8,8 +8,10 @@ built, and the run continues in the MLflow run recorded in it (``ResumableCLI``)
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from argparse import ArgumentError
+from contextlib import contextmanager
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -29,9 +31,30 @@ class ResumableCLI(LightningCLI):
         parser.link_arguments("model.model", "data.model")
         parser.link_arguments("model.family", "data.family")
 
+    def _set_seed(self) -> None:
+        with refused_values(self.config, "seed_everything"):  # seed_everything: -1
+            super()._set_seed()
+
+    def instantiate_classes(self) -> None:
+        with refused_values(self.config):  # a value the model, data module, trainer or a callback refuses
+            super().instantiate_classes()
+
     def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except (RecursionError, UnicodeDecodeError) as e:  # jsonargparse reads the file as UTF-8 YAML
+            where = _last_config(sys.argv[1:] if args is None else list(args))
+            why = ("is not UTF-8 text; re-save it as UTF-8" if isinstance(e, UnicodeDecodeError) else
+                   "is nested too deeply to be a recipe; a recipe is a mapping of model, data and trainer settings")
+            raise RecipeError(f"{where or 'the recipe'}: {why} (recipes/*.yaml)") from None
         subcommand = self.config.get("subcommand")
+        node = self.config[subcommand] if subcommand else self.config
+        for group in ("trainer", "model", "data"):  # jsonargparse lets `trainer: [1, 2]` through to Lightning
+            value = node.get(group)
+            if not hasattr(value, "items") and (value is not None or group == "trainer"):  # `trainer: null` too
+                where = _last_config(sys.argv[1:] if args is None else list(args))
+                raise RecipeError(f"{f'{where}: ' if where else ''}{group} must be a mapping of settings "
+                                  f"({group}: {{key: value, ...}}), got {type(value).__name__} {str(value)[:40]!r}")
         if subcommand is None:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
@@ -66,19 +89,56 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> ResumableC
     # Programmatic runs (quickstart) pass args while the process has its own command line. sys.argv
     # itself must stay: DDP's launcher re-executes it for the other processes.
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
-    return ResumableCLI(
-        CogVideoXModule,
-        VideoDataModule,
-        save_config_callback=RunSetup,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-        # A recipe or flag error raises (one line, workbench.commands.fit) instead of printing usage and exiting.
-        parser_kwargs={"default_env": False, "exit_on_error": False},
-        # Checkpoints record the init args as the module saw them (absolute model and data paths),
-        # not as typed, so a resume or export from another directory finds the same files.
-        load_from_checkpoint_support=False,
-    )
+    try:
+        return ResumableCLI(
+            CogVideoXModule,
+            VideoDataModule,
+            save_config_callback=RunSetup,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            # A recipe or flag error raises a RecipeError (one line) instead of printing usage and exiting.
+            parser_kwargs={"default_env": False, "exit_on_error": False},
+            # Checkpoints record the init args as the module saw them (absolute model and data paths),
+            # not as typed, so a resume or export from another directory finds the same files.
+            load_from_checkpoint_support=False,
+        )
+    except ArgumentError as e:
+        where = _last_config(sys.argv[1:] if args is None else args)
+        raise RecipeError(f"{f'{where}: ' if where else ''}{parse_error_summary(e)} (`workbench fit --help` lists "
+                          "every option)") from None
+
+
+def _last_config(args: list[str]) -> str | None:
+    """The last ``--config`` of a command line (the recipe the values come from), or None."""
+    configs = [value for i, a in enumerate(args) for value in
+               ([args[i + 1]] if a == "--config" and i + 1 < len(args) else
+                [a.split("=", 1)[1]] if a.startswith("--config=") else [])]
+    return configs[-1] if configs else None
+
+
+@contextmanager
+def refused_values(config, key: str | None = None):
+    """A value that passes the parser's type checks but that the class it configures refuses when it is built
+    (``data.val_split: -1``, ``trainer.max_steps: -5``, ``trainer.devices: 0``, an accelerator that is not
+    installed) becomes a RecipeError naming the recipe, instead of the constructor's traceback.
+
+    The constructors' own messages name the value (ValueError and its kin, Lightning's
+    MisconfigurationException); ``key`` names the setting when only one is read. ``WORKBENCH_DEBUG=1`` shows the
+    traceback."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, ImportError, MisconfigurationException) as e:
+        sub = config.get("subcommand") if hasattr(config, "get") else None
+        configs = (config.get(sub) if sub else config).get("config") if hasattr(config, "get") else None
+        where = f"{configs[-1]}: " if configs else ""
+        what = f"{key}: " if key else ""
+        raise RecipeError(f"{where}{what}{parse_error_summary(e)} (fix the recipe value or its command-line "
+                          "override; `workbench fit --help` lists every option)") from e
 
 
 def read_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:

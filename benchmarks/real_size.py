@@ -280,7 +280,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N, and
     the training steps' allocated/reserved peaks.
 
-    ``attention``: sdpa or flash4 (FlashAttention-4, as ``model.attention: flash4`` installs it).
+    ``attention``: sdpa or flash4 (FlashAttention-4, as ``model.speed.attention: flash4`` installs it).
     ``size``: (height, width) of the clips (a bucket); default the native 480 x 720.
     ``recipe``: take every model argument from recipes/<recipe>.yaml instead (rank, checkpointing, compile...).
     ``validation_steps``: after training, one validation round as the recipe's callbacks run it (the
@@ -313,23 +313,24 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
         if not on_device:  # offloaded, as encoders: offload keeps them: on the CPU until sampling
             vae, t5 = vae.cpu(), t5.cpu()
             cleanup()
-    kwargs = dict(mode=mode, lora_rank=rank, lora_alpha=rank, gradient_checkpointing=checkpointing,
-                  checkpoint_fraction=fraction, compile_blocks=compile_, frozen_dtype="bf16", learning_rate=1e-4,
-                  warmup_steps=0, frozen_storage=frozen_storage)
+    kwargs = dict(mode=mode, lora={"rank": rank, "alpha": rank}, frozen_dtype="bf16", learning_rate=1e-4,
+                  warmup_steps=0, speed={"gradient_checkpointing": checkpointing, "checkpoint_fraction": fraction,
+                                         "compile_blocks": compile_, "frozen_storage": frozen_storage})
     videos = {}
     if recipe:
         kwargs, videos = recipe_settings(recipe)
         kwargs["warmup_steps"] = 0
-        compile_ = kwargs.get("compile_blocks", False)
-    kwargs.update(model="random-real-config", encoders="device" if on_device else "offload",
-                  attention="sdpa" if SIZE is SMOKE else attention)  # the module installs flash4 itself
+    speed = kwargs["speed"] = dict(kwargs.get("speed") or {})
+    compile_ = speed.get("compile_blocks", False)
+    speed["attention"] = "sdpa" if SIZE is SMOKE else attention  # the module installs flash4 itself
+    kwargs.update(model="random-real-config", encoders="device" if on_device else "offload")
     if vae is not None:  # what configure_model does to loaded encoders (handed-in ones are used as they are)
-        if kwargs.get("vae_slicing", True):
+        if speed.get("vae_slicing", True):
             vae.enable_slicing()
-        if kwargs.get("vae_tiling", False):
+        if speed.get("vae_tiling", False):
             vae.enable_tiling()
     if not cuda():
-        kwargs["compile_blocks"] = False  # the CPU smoke run checks the code path, not the compiler
+        speed["compile_blocks"] = False  # the CPU smoke run checks the code path, not the compiler
     comps = CogVideoXComponents(build_transformer(torch.bfloat16, family), vae, t5, tok, scheduler())
     module = CogVideoXModule(**kwargs)
     module.components = comps
@@ -547,7 +548,7 @@ def loss_curves(steps=12):
 
 def fp8_loss_curves(steps=16):
     """5B at 49 x 480 x 720, the low-memory recipe's settings (every block checkpointed, no compile): the frozen
-    base weights stored in bf16 vs fp8 (model.frozen_storage, diffusers' layerwise casting)."""
+    base weights stored in bf16 vs fp8 (model.speed.frozen_storage, diffusers' layerwise casting)."""
     return compare_loss_curves({"bf16": dict(frozen_storage=None), "fp8": dict(frozen_storage="fp8")}, steps,
                                mode="lora", rank=128, checkpointing=True, source="cache", compile_=False, family="5b")
 

@@ -84,7 +84,7 @@ def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, ca
             args.update(log_every_n_steps=1)
     # One validation sample at one timestep (the loss's shape is the training step's: memory is what this checks),
     # so the validation video, the stage that matters at real size, fits the device's 10-minute call.
-    cfg["model"]["val_timesteps"] = 1
+    cfg["model"].setdefault("validation", {})["timesteps"] = 1
     cfg["data"]["val_samples"] = 1
     cfg["model"]["model"] = str(model)
     cfg["data"]["root"] = str(data)

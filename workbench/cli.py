@@ -1,7 +1,7 @@
 """The ``workbench`` command: dispatch to one module per command (workbench.commands).
 
 ``fit`` and ``validate`` go to LightningCLI as they are (``workbench fit --config recipes/R.yaml
---model.lora_rank 64``). Every other command parses its arguments with argparse.
+--model.lora.rank 64``). Every other command parses its arguments with argparse.
 
 A user's mistake (a ``UserError``: a missing path, a bad recipe value, a bad manifest) ends in one line,
 ``error: ...``, and exit status 2, without a traceback; ``WORKBENCH_DEBUG=1`` shows the traceback.

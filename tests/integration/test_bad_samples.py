@@ -87,7 +87,8 @@ def trainer(tmp_path: Path, max_steps: int = 2) -> L.Trainer:
 def module(tiny_model_dir):
     from workbench.train.module import CogVideoXModule
 
-    return CogVideoXModule(model=str(tiny_model_dir), lora_rank=4, lora_alpha=4, warmup_steps=0, val_timesteps=1)
+    return CogVideoXModule(model=str(tiny_model_dir), lora={"rank": 4, "alpha": 4}, warmup_steps=0,
+                           validation={"timesteps": 1})
 
 
 def test_error_policy_refuses_paths_outside_the_root_before_training(bad_data):

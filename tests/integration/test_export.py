@@ -201,7 +201,7 @@ def test_lora_alpha_survives_export(trained_lora_run, tiny_model_dir, tmp_path):
     import torch
 
     ckpt = torch.load(trained_lora_run["checkpoint"], map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["lora_alpha"] = 48.0  # scale 3 instead of 1
+    ckpt["hyper_parameters"]["lora"]["alpha"] = 48.0  # scale 3 instead of 1
     scaled = tmp_path / "scaled.ckpt"
     torch.save(ckpt, scaled)
     assert call_export(str(scaled), "--out", str(tmp_path / "scaled"), "--no-mlflow") == 0
@@ -212,7 +212,7 @@ def test_lora_alpha_survives_export(trained_lora_run, tiny_model_dir, tmp_path):
 
 def test_full_finetune_export_round_trip(tiny_model_dir, sample_data_dir, tmp_path):
     run_cli(fit_args(tiny_model_dir, sample_data_dir, "--model.mode", "full", "--trainer.max_steps", "4",
-                     "--model.val_timesteps", "1"), cwd=tmp_path)
+                     "--model.validation.timesteps", "1"), cwd=tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = only_run(uri)
     ckpt = tmp_path / "runs" / run.info.run_id / "checkpoints" / "last.ckpt"

@@ -60,7 +60,7 @@ def test_lora_fit_learns_logs_and_trains_only_lora(tmp_path, tiny_model_dir, sam
 
     # params: the full resolved recipe
     params = run.data.params
-    assert params["model/mode"] == "lora" and params["model/lora_rank"] == "16"
+    assert params["model/mode"] == "lora" and params["model/lora/rank"] == "16"
     assert params["data/num_frames"] == "9" and "trainer/max_steps" in params
     # metrics
     for key in ("train/loss", "lr-AdamW", "perf/step_time_s", "perf/samples_per_s"):

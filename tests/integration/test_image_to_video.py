@@ -28,7 +28,7 @@ FIRST_LOSSES = {
     "cogvideox1.5-5b-i2v": [1.0295443534851074, 1.109714150428772, 1.3391194343566895, 1.0240451097488403],
 }
 SETTINGS = {"cogvideox-5b-i2v": ["--data.cache", "auto", "--model.encoders", "offload"],
-            "cogvideox1.5-5b-i2v": ["--model.image_noise", "per_step"]}
+            "cogvideox1.5-5b-i2v": ["--model.image.noise", "per_step"]}
 
 def i2v_recipe(tmp, image) -> str:
     """The tiny recipe with one validation video started from ``image`` (an image-to-video model needs one)."""

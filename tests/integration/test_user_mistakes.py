@@ -132,3 +132,52 @@ def test_eval_reports_every_bad_reference_clip_at_once(tmp_path, tiny_model_dir,
     line = one_line_error(proc)
     assert "3 of 9 unusable" in line and clips[0].name in line and clips[1].name in line and "../x.mp4" in line
     assert "workbench data check" in line
+
+
+# Inputs the fuzz tests (tests/unit/test_fuzz.py) found to end in a traceback, each through the real CLI once.
+
+def test_fuzzed_manifests_end_in_a_report_or_one_line(tmp_path, tiny_model_dir):
+    """A jsonl line nested 100 000 deep was a RecursionError in `data check`; a NUL byte or a symlink loop in a
+    path a ValueError / RuntimeError in `prepare` (and training). Now: the report, and one line."""
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "caption": "a"}) + "\n" + "[" * 100_000 + "\n")
+    proc = run_cli(["data", "check", str(deep), "--num-frames", "9", "--height", "64", "--width", "64", "--fps", "8",
+                    "--out", str(tmp_path / "report")], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "metadata.jsonl:2: invalid JSON (nested too deeply)" in proc.stdout
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "loop").symlink_to("loop")
+    (bad / "metadata.jsonl").write_text(json.dumps({"file_name": "a\x00b.mp4", "caption": "a"}) + "\n"
+                                        + json.dumps({"file_name": "loop/x.mp4", "caption": "b"}) + "\n")
+    proc = run_cli(["prepare", "--model", str(tiny_model_dir), "--root", str(bad), "--cache", str(tmp_path / "c"),
+                    "--num-frames", "9", "--height", "64", "--width", "64", "--fps", "8"], cwd=tmp_path, check=False)
+    line = one_line_error(proc)
+    assert "2 manifest entries" in line and "metadata.jsonl:1): the path has a NUL byte" in line
+    assert "loop/x.mp4 (metadata.jsonl:2): the path cannot be resolved (Symlink loop" in line
+
+
+def test_a_fuzzed_suite_ends_in_one_line(tmp_path, tiny_model_dir):
+    """A suite saved as UTF-16 (or any bytes that are not UTF-8) was a UnicodeDecodeError."""
+    suite = tmp_path / "utf16.yaml"
+    suite.write_bytes("name: x\nprompts: [a, b]\n".encode("utf-16"))
+    proc = run_cli(["eval", "--suite", str(suite), "--model", str(tiny_model_dir)], cwd=tmp_path, check=False)
+    assert f"{suite}:1: the suite is not UTF-8 text (byte 0xff)" in one_line_error(proc)
+
+
+def test_a_fuzzed_recipe_ends_in_one_line(tmp_path, tiny_model_dir, sample_data_dir):
+    """A value that parses but that its class refuses when built (data.val_split: -1) was the data module's
+    ValueError with a traceback, after Lightning had started."""
+    import yaml
+
+    from tests.conftest import TINY_RECIPE
+
+    recipe = yaml.safe_load(Path(TINY_RECIPE).read_text())
+    recipe["data"]["val_split"] = -1
+    path = tmp_path / "mutated.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    proc = run_cli(["fit", "--config", str(path), "--model.model", str(tiny_model_dir), "--data.root",
+                    str(sample_data_dir)], cwd=tmp_path, check=False)
+    line = one_line_error(proc)
+    assert f"{path}: val_split=-1: give a number of held-out entries >= 0" in line and "override" in line

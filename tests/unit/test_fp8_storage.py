@@ -1,4 +1,4 @@
-"""``frozen_storage: fp8`` (diffusers' layerwise casting of the frozen base weights): the base weights are
+"""``speed.frozen_storage: fp8`` (diffusers' layerwise casting of the frozen base weights): the base weights are
 stored in float8, the LoRA weights stay float32 and train, the norms and embeddings stay in the compute dtype,
 and the loss stays close to the bf16 one."""
 
@@ -10,9 +10,9 @@ import torch
 from workbench.train.module import CogVideoXModule
 
 
-def _module(model_dir, **kw):
-    module = CogVideoXModule(model=str(model_dir), mode="lora", lora_rank=4, lora_alpha=4, frozen_dtype="bf16",
-                             encoders="offload", **kw)
+def _module(model_dir, **speed):
+    module = CogVideoXModule(model=str(model_dir), mode="lora", lora={"rank": 4, "alpha": 4}, frozen_dtype="bf16",
+                             encoders="offload", speed=speed)
     module.configure_model()
     return module
 
@@ -53,14 +53,15 @@ def test_fp8_storage_keeps_lora_fp32_and_trains(tiny_5b):
 
 
 def test_fp8_storage_needs_lora_and_a_low_precision_compute_dtype():
-    with pytest.raises(ValueError, match="frozen_storage='fp8': needs mode: lora and frozen_dtype bf16"):
-        CogVideoXModule(model="m", mode="full", frozen_dtype="bf16", frozen_storage="fp8")
-    with pytest.raises(ValueError, match="frozen_storage='fp8'"):
-        CogVideoXModule(model="m", mode="lora", frozen_dtype="fp32", frozen_storage="fp8")
+    fp8 = {"frozen_storage": "fp8"}
+    with pytest.raises(ValueError, match="speed.frozen_storage='fp8': needs mode: lora and frozen_dtype bf16"):
+        CogVideoXModule(model="m", mode="full", frozen_dtype="bf16", speed=fp8)
+    with pytest.raises(ValueError, match="speed.frozen_storage='fp8'"):
+        CogVideoXModule(model="m", mode="lora", frozen_dtype="fp32", speed=fp8)
 
 
 def test_fp8_storage_refuses_compile_with_checkpointing():
     """The combination that failed on an H200 (CheckpointError at the first backward) is refused up front."""
-    with pytest.raises(ValueError, match="does not combine with compile_blocks and gradient_checkpointing"):
-        CogVideoXModule(model="m", mode="lora", frozen_dtype="bf16", frozen_storage="fp8", compile_blocks=True,
-                        gradient_checkpointing=True)
+    with pytest.raises(ValueError, match="does not combine with speed.compile_blocks and speed.gradient_checkpointing"):
+        CogVideoXModule(model="m", mode="lora", frozen_dtype="bf16",
+                        speed={"frozen_storage": "fp8", "compile_blocks": True, "gradient_checkpointing": True})

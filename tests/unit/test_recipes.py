@@ -68,8 +68,11 @@ def test_a_typo_in_a_recipe_is_an_error(tmp_path):
     bad.write_text(recipe.replace("        num_frames: 9", "        num_frame: 9"))
     with pytest.raises(RecipeError, match=r'"trainer.callbacks".*ValidationVideos.*Option .num_frame. is not accepted'):
         read_recipe(str(bad))
-    bad.write_text(recipe.replace("lora_rank: ", "lora_rank: abc #", 1))
-    with pytest.raises(RecipeError, match=r'"model.lora_rank".*Expected a <class .int.>. Got value: abc'):
+    bad.write_text(recipe.replace("    rank: ", "    rank: abc #", 1))  # model.lora.rank
+    with pytest.raises(RecipeError, match=r'"model.lora".*Expected a <class .int.>. Got value: abc'):
+        read_recipe(str(bad))
+    bad.write_text(recipe.replace("    rank: ", "    rnak: ", 1))  # a typo inside a settings group
+    with pytest.raises(RecipeError, match=r"bad.yaml: .*'rnak'"):
         read_recipe(str(bad))
 
 

@@ -1,6 +1,6 @@
 """``workbench fit`` / ``workbench validate``: LightningCLI on a recipe (workbench.train.cli).
 
-``workbench fit --config recipes/R.yaml --model.lora_rank 64``; ``--help`` lists every option,
+``workbench fit --config recipes/R.yaml --model.lora.rank 64``; ``--help`` lists every option,
 ``--print_config`` shows the resolved recipe, ``--ckpt_path`` resumes (same MLflow run).
 """
 

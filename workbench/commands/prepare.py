@@ -43,7 +43,7 @@ def _recipe_values(path: str) -> dict:
     data, model = recipe["data"], recipe["model"]
     return {"model": model["model"], "root": data["root"], "cache": data["cache"], "num_frames": data["num_frames"],
             "height": data["height"], "width": data["width"], "fps": data["fps"], "dtype": model["frozen_dtype"],
-            "vae_tiling": model["vae_tiling"], "buckets": data["buckets"]}
+            "vae_tiling": model["speed"]["vae_tiling"], "buckets": data["buckets"]}
 
 
 def _default_dtype(device: str | None) -> str:

@@ -1,6 +1,6 @@
 """The attention kernel of the CogVideoX transformer: PyTorch SDPA (default) or FlashAttention-4 on Hopper.
 
-``attention: sdpa | flash4 | auto`` (recipe ``model.attention``, ``eval``/``generate --attention``):
+``attention: sdpa | flash4 | auto`` (recipe ``model.speed.attention``, ``eval``/``generate --attention``):
 
 * ``sdpa``: diffusers' own ``CogVideoXAttnProcessor2_0``, i.e. ``F.scaled_dot_product_attention``
   (cuDNN's fused kernel on Hopper, FlashAttention-2 or memory-efficient attention elsewhere);

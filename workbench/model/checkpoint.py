@@ -137,8 +137,10 @@ def load_finetuned(checkpoint: str | os.PathLike | TrainedCheckpoint, *, base_mo
         raise CheckpointError(f"cannot load the base model {base}: {first_line(e)}") from None
     hp = ckpt.hparams
     if ckpt.mode == "lora":
-        add_lora(c.transformer, hp["lora_rank"], hp["lora_alpha"], hp.get("lora_dropout", 0.0),
-                 list(hp["lora_targets"]))
+        lora = hp.get("lora") or {  # checkpoints before the module's settings were grouped kept them flat
+            "rank": hp["lora_rank"], "alpha": hp["lora_alpha"], "dropout": hp.get("lora_dropout", 0.0),
+            "targets": hp["lora_targets"]}
+        add_lora(c.transformer, lora["rank"], lora["alpha"], lora.get("dropout", 0.0), list(lora["targets"]))
     load_trained_weights(c.transformer, ckpt.state_dict, ckpt.mode, ckpt.path)
     c.transformer.requires_grad_(False)
     c.transformer.eval()

@@ -1,6 +1,6 @@
 """The recipe-driven training entry point: LightningCLI with the workbench module, data and run setup.
 
-``workbench fit --config recipes/R.yaml --model.lora_rank 64`` is ``lightning_cli(["fit", ...])``. Given
+``workbench fit --config recipes/R.yaml --model.lora.rank 64`` is ``lightning_cli(["fit", ...])``. Given
 ``--ckpt_path FILE`` the checkpoint is checked to hold only tensors and plain data before anything is
 built, and the run continues in the MLflow run recorded in it (``ResumableCLI``).
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import lightning as L
@@ -40,46 +41,137 @@ SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
+@dataclass
+class LoRA:
+    """The adapter (lora mode): PEFT LoRA on the transformer's attention projections.
+
+    Args:
+        rank: LoRA rank r.
+        alpha: LoRA alpha (the update is scaled by alpha / rank).
+        dropout: dropout on the LoRA path.
+        targets: module names PEFT adapts (diffusers' attention projections).
+    """
+
+    rank: int = 64
+    alpha: float = 64
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
+class Speed:
+    """Memory and speed levers; none changes what is learned (docs/performance.md measures each).
+
+    Args:
+        gradient_checkpointing: recompute block activations in the backward pass.
+        checkpoint_fraction: with gradient_checkpointing, the share of transformer blocks whose
+            activations are recomputed (1.0 = all, as diffusers does; lower trades memory for speed).
+        compile_blocks: ``torch.compile`` each transformer block (regional compilation; CUDA).
+        attention: ``sdpa`` (PyTorch's scaled_dot_product_attention), ``flash4`` (FlashAttention-4, Hopper;
+            ``pip install ".[hopper]"``) or ``auto`` (flash4 where it can run, else sdpa, said in one line);
+            see workbench.model.attention.
+        attention_backend: force one PyTorch SDPA kernel for the transformer's attention (``cudnn`` is
+            the fastest on Hopper; None lets PyTorch choose).
+        fused_optimizer: fused AdamW kernels on CUDA (same update as the foreach implementation);
+            not combinable with Lightning's gradient clipping under AMP, so unused when clipping.
+        frozen_storage: ``fp8`` stores the frozen base transformer weights in float8_e4m3fn and casts each layer
+            to ``frozen_dtype`` for its computation (diffusers' layerwise casting, as finetrainers' layerwise
+            upcasting; lora mode only): about half the resident weight memory of bf16. Norms, embeddings, the
+            patch embedding and ``proj_out`` stay in ``frozen_dtype``; it is enabled after the adapter is added,
+            so the LoRA weights stay float32 (enabled before, PEFT would create them in fp8). None: off.
+        vae_slicing: decode / encode a batch one sample at a time (diffusers' ``enable_slicing``).
+        vae_tiling: decode / encode in spatial tiles (diffusers' ``enable_tiling``): what lets a 48 GB card
+            decode a validation video at real size.
+    """
+
+    gradient_checkpointing: bool = False
+    checkpoint_fraction: float = 1.0
+    compile_blocks: bool = False
+    attention: Literal["sdpa", "flash4", "auto"] = "sdpa"
+    attention_backend: Literal["flash", "cudnn", "efficient", "math"] | None = None
+    fused_optimizer: bool = True
+    frozen_storage: Literal["fp8"] | None = None
+    vae_slicing: bool = True
+    vae_tiling: bool = False
+
+
+@dataclass
+class Validation:
+    """The validation loss: fixed draws, so validations compare.
+
+    Args:
+        seed: seeds each validation sample's draws with its id.
+        timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
+        timestep_buckets: also log the validation loss at this many fixed timesteps, the centres of equal
+            buckets of [0, num_train_timesteps) (``val/loss_t000-199``, ...; 0 turns it off): where the
+            model over- or under-fits shows by noise level (high t: layout and motion, low t: detail).
+    """
+
+    seed: int = 0
+    timesteps: int = 4
+    timestep_buckets: int = 5
+
+
+@dataclass
+class ImageConditioning:
+    """Image-to-video families only (workbench/model/families/image_to_video.py).
+
+    Args:
+        noise: when the conditioning image's noise augmentation (sigma = exp(N(-3, 0.5)) in pixel space) is
+            drawn: ``per_clip`` (once per clip, seeded by its file name: the diffusers example, and what a cache
+            stores) or ``per_step`` (every step, as the CogVideo repo; the image is encoded every step, so it
+            needs ``encoders: device``).
+        dropout: probability of training a sample with zero image latents (5 % in the released SAT configs and
+            the diffusers example; the CogVideo repo uses none).
+    """
+
+    noise: Literal["per_clip", "per_step"] = "per_clip"
+    dropout: float = 0.05
+
+
+GROUPS = {"lora": LoRA, "speed": Speed, "validation": Validation, "image": ImageConditioning}
+
+
+def _group(cls, value):
+    """A settings group from its dataclass, a dict (a checkpoint's hyperparameters) or None (the defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**value)
+    raise TypeError(f"{cls.__name__}: expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
 class CogVideoXModule(L.LightningModule):
     """Fine-tunes the CogVideoX transformer; the VAE and T5 stay frozen in eval mode.
+
+    A recipe's ``model:`` section holds these arguments; the grouped ones nest (``lora: {rank: 64}``,
+    ``--model.lora.rank 64`` on the command line). Checkpoints keep each group as a plain dict.
 
     Args:
         model: hub id (``THUDM/CogVideoX-2b``, ``THUDM/CogVideoX-5b``, ``THUDM/CogVideoX1.5-5B``) or local
             directory in diffusers layout.
         family: the model family (``cogvideox-2b``, ``cogvideox-5b``, ``cogvideox1.5-5b``; workbench.model.families),
             or ``auto`` (default): read from the model's configs. A named family the model is not is an error.
-        mode: ``lora`` (PEFT LoRA on the attention projections) or ``full``.
+        mode: ``lora`` (PEFT LoRA on the attention projections, ``lora``) or ``full``.
+        lora: the adapter (``LoRA``: rank, alpha, dropout, targets).
+        learning_rate, weight_decay, adam_betas, adam_eps: AdamW's.
+        lr_schedule, warmup_steps: diffusers' ``get_scheduler`` schedule and its warm-up.
         frozen_dtype: dtype of the frozen weights (VAE, T5 and, in lora mode, the base transformer).
-        frozen_storage: ``fp8`` stores the frozen base transformer weights in float8_e4m3fn and casts each layer
-            to ``frozen_dtype`` for its computation (diffusers' layerwise casting, as finetrainers' layerwise
-            upcasting; lora mode only): about half the resident weight memory of bf16. Norms, embeddings, the
-            patch embedding and ``proj_out`` stay in ``frozen_dtype``; it is enabled after the adapter is added,
-            so the LoRA weights stay float32 (enabled before, PEFT would create them in fp8). None: off.
         caption_dropout: probability of training on the empty prompt (for classifier-free guidance).
-        checkpoint_fraction: with gradient_checkpointing, the share of transformer blocks whose
-            activations are recomputed (1.0 = all, as diffusers does; lower trades memory for speed).
-        compile_blocks: ``torch.compile`` each transformer block (regional compilation; CUDA).
-        attention_backend: force one PyTorch SDPA kernel for the transformer's attention (``cudnn`` is
-            the fastest on Hopper; None lets PyTorch choose).
-        attention: ``sdpa`` (PyTorch's scaled_dot_product_attention), ``flash4`` (FlashAttention-4, Hopper;
-            ``pip install ".[hopper]"``) or ``auto`` (flash4 where it can run, else sdpa, said in one line);
-            see workbench.model.attention.
-        fused_optimizer: fused AdamW kernels on CUDA (same update as the foreach implementation);
-            not combinable with Lightning's gradient clipping under AMP, so unused when clipping.
-        val_timesteps: fixed timesteps drawn per validation sample (more = steadier val loss).
-        val_timestep_buckets: also log the validation loss at this many fixed timesteps, the centres of equal
-            buckets of [0, num_train_timesteps) (``val/loss_t000-199``, ...; 0 turns it off): where the
-            model over- or under-fits shows by noise level (high t: layout and motion, low t: detail).
         encoders: ``device`` keeps the VAE and T5 on the training device (training from raw
             videos); ``offload`` (training from a ``workbench prepare`` cache) loads them only when
             sampling needs them, keeps them on the CPU and moves them to the device just for that.
-        image_noise: image-to-video families: when the conditioning image's noise augmentation
-            (sigma = exp(N(-3, 0.5)) in pixel space) is drawn: ``per_clip`` (once per clip, seeded by its file
-            name: the diffusers example, and what a cache stores) or ``per_step`` (every step, as the CogVideo
-            repo; the image is encoded every step, so it needs ``encoders: device``). See
-            workbench/model/families/image_to_video.py.
-        image_dropout: image-to-video families: probability of training a sample with zero image latents (5 %
-            in the released SAT configs and the diffusers example; the CogVideo repo uses none).
+        noise_seed: seeds every training draw (with the step and the sample's position).
+        speed: memory and speed levers (``Speed``: checkpointing, compile, attention kernel, fp8 storage, VAE
+            slicing and tiling).
+        validation: the validation loss's fixed draws (``Validation``: seed, timesteps, timestep buckets).
+        image: image-to-video conditioning (``ImageConditioning``: noise, dropout).
     """
 
     def __init__(
@@ -87,63 +179,56 @@ class CogVideoXModule(L.LightningModule):
         model: str = "THUDM/CogVideoX-2b",
         family: str = "auto",
         mode: Literal["lora", "full"] = "lora",
-        lora_rank: int = 64,
-        lora_alpha: float = 64,
-        lora_dropout: float = 0.0,
-        lora_targets: list[str] = ("to_q", "to_k", "to_v", "to_out.0"),
+        lora: LoRA | None = None,
         learning_rate: float = 1e-4,
         weight_decay: float = 1e-4,
         adam_betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-8,
         lr_schedule: str = "constant_with_warmup",
         warmup_steps: int = 100,
-        gradient_checkpointing: bool = False,
-        checkpoint_fraction: float = 1.0,
-        compile_blocks: bool = False,
-        fused_optimizer: bool = True,
-        attention_backend: Literal["flash", "cudnn", "efficient", "math"] | None = None,
-        attention: Literal["sdpa", "flash4", "auto"] = "sdpa",
         frozen_dtype: Literal["fp32", "bf16", "fp16"] = "fp32",
-        frozen_storage: Literal["fp8"] | None = None,
         caption_dropout: float = 0.0,
-        vae_slicing: bool = True,
-        vae_tiling: bool = False,
         encoders: Literal["device", "offload"] = "device",
         noise_seed: int = 0,
-        val_seed: int = 0,
-        val_timesteps: int = 4,
-        val_timestep_buckets: int = 5,
-        image_noise: Literal["per_clip", "per_step"] = "per_clip",
-        image_dropout: float = 0.05,
+        speed: Speed | None = None,
+        validation: Validation | None = None,
+        image: ImageConditioning | None = None,
     ):
         super().__init__()
         model = absolute_if_local(model)
+        lora, speed = _group(LoRA, lora), _group(Speed, speed)
+        validation, image = _group(Validation, validation), _group(ImageConditioning, image)
         if encoders not in ("device", "offload"):
             raise ValueError(f"encoders={encoders!r}: choose 'device' or 'offload'")
         if mode not in ("lora", "full"):
             raise ValueError(f"mode={mode!r}: choose 'lora' or 'full'")
-        if val_timestep_buckets < 0:
-            raise ValueError(f"val_timestep_buckets={val_timestep_buckets}: must be >= 0")
-        if frozen_storage is not None and (mode != "lora" or frozen_dtype == "fp32"):
-            raise ValueError(f"frozen_storage={frozen_storage!r}: needs mode: lora and frozen_dtype bf16 or fp16 "
-                             "(the dtype each layer is cast to for its computation)")
-        if frozen_storage is not None and compile_blocks and gradient_checkpointing:
+        if validation.timestep_buckets < 0:
+            raise ValueError(f"validation.timestep_buckets={validation.timestep_buckets}: must be >= 0")
+        if speed.frozen_storage is not None and (mode != "lora" or frozen_dtype == "fp32"):
+            raise ValueError(f"speed.frozen_storage={speed.frozen_storage!r}: needs mode: lora and frozen_dtype bf16 "
+                             "or fp16 (the dtype each layer is cast to for its computation)")
+        if speed.frozen_storage is not None and speed.compile_blocks and speed.gradient_checkpointing:
             # Measured on an H200 (5B, every block checkpointed, compiled): torch.utils.checkpoint recomputes the
             # compiled block with the weights in fp8 where the forward saved them in bf16, and the backward stops
             # with CheckpointError ("Recomputed values ... have different metadata").
-            raise ValueError("frozen_storage='fp8' does not combine with compile_blocks and gradient_checkpointing "
-                             "(the checkpoint's recomputation sees fp8 weights where the forward saw bf16): turn "
-                             "compile_blocks or gradient_checkpointing off")
+            raise ValueError("speed.frozen_storage='fp8' does not combine with speed.compile_blocks and "
+                             "speed.gradient_checkpointing (the checkpoint's recomputation sees fp8 weights where the "
+                             "forward saw bf16): turn compile_blocks or gradient_checkpointing off")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
-        if not 0.0 <= image_dropout < 1.0:
-            raise ValueError(f"image_dropout={image_dropout}: must be in [0, 1)")
-        if image_noise not in ("per_clip", "per_step"):
-            raise ValueError(f"image_noise={image_noise!r}: choose 'per_clip' or 'per_step'")
-        if image_noise == "per_step" and encoders == "offload":
-            raise ValueError("image_noise='per_step' encodes the image every step: it needs encoders: device "
-                             "(or image_noise: per_clip, which a cache stores)")
+        if not 0.0 <= image.dropout < 1.0:
+            raise ValueError(f"image.dropout={image.dropout}: must be in [0, 1)")
+        if image.noise not in ("per_clip", "per_step"):
+            raise ValueError(f"image.noise={image.noise!r}: choose 'per_clip' or 'per_step'")
+        if image.noise == "per_step" and encoders == "offload":
+            raise ValueError("image.noise='per_step' encodes the image every step: it needs encoders: device "
+                             "(or image.noise: per_clip, which a cache stores)")
+        self.lora, self.speed, self.validation, self.image = lora, speed, validation, image
         self.save_hyperparameters()
+        # Plain dicts in the hyperparameters: a checkpoint loads weights-only (no dataclasses to unpickle), and
+        # MLflow gets model/lora/rank, model/speed/compile_blocks, ... as params.
+        for name in GROUPS:
+            self.hparams[name] = self._hparams_initial[name] = asdict(getattr(self, name))
         self.components: CogVideoXComponents | None = None
         self.transformer = self.vae = self.text_encoder = None
         self.vae_config: dict | None = None
@@ -172,21 +257,21 @@ class CogVideoXModule(L.LightningModule):
         if hp.mode == "lora":
             freeze(c.transformer)
             c.transformer.to(frozen)
-            add_lora(c.transformer, hp.lora_rank, hp.lora_alpha, hp.lora_dropout, list(hp.lora_targets))
+            add_lora(c.transformer, self.lora.rank, self.lora.alpha, self.lora.dropout, list(self.lora.targets))
             for p in c.transformer.parameters():
                 if p.requires_grad:  # LoRA weights train in fp32 over low-precision base weights, as diffusers does
                     p.data = p.data.float()
-            if hp.frozen_storage == "fp8":  # after add_lora: diffusers' default patterns skip the PEFT layers
+            if self.speed.frozen_storage == "fp8":  # after add_lora: diffusers' default patterns skip the PEFT layers
                 c.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=frozen)
         else:
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
         trainer = getattr(self, "_trainer", None)
-        set_attention(c.transformer, hp.attention, trainer.strategy.root_device if trainer is not None else None,
+        set_attention(c.transformer, self.speed.attention, trainer.strategy.root_device if trainer is not None else None,
                       compute_dtype=autocast_dtype(trainer.precision) if trainer is not None else None)
-        if hp.gradient_checkpointing:
-            enable_partial_checkpointing(c.transformer, hp.checkpoint_fraction)
-        if hp.compile_blocks:
+        if self.speed.gradient_checkpointing:
+            enable_partial_checkpointing(c.transformer, self.speed.checkpoint_fraction)
+        if self.speed.compile_blocks:
             compile_blocks(c.transformer)
         self.components = c
         # Registered as submodules so Lightning moves them to the device; offloaded encoders are not.
@@ -199,9 +284,9 @@ class CogVideoXModule(L.LightningModule):
         for m in (c.vae, c.text_encoder):
             freeze(m)
             m.to(frozen)
-        if self.hparams.vae_slicing:
+        if self.speed.vae_slicing:
             c.vae.enable_slicing()
-        if self.hparams.vae_tiling:
+        if self.speed.vae_tiling:
             c.vae.enable_tiling()
 
     @contextmanager
@@ -319,7 +404,7 @@ class CogVideoXModule(L.LightningModule):
         """An image-to-video family's image latents (B, F', C, H, W): a draw of the noised image's latent
         distribution (per clip: as encoded; per step: the clean image noised and encoded now), scaled and
         zero-padded as the stock pipeline builds them; zeros for a sample dropped (``image_dropout``)."""
-        if self.hparams.image_noise == "per_step":
+        if self.image.noise == "per_step":
             if self.vae is None:
                 raise RuntimeError("image_noise='per_step' needs the VAE on the device (encoders: device)")
             with torch.no_grad():
@@ -327,8 +412,8 @@ class CogVideoXModule(L.LightningModule):
         else:
             image_dist = encoded["image_latent_dist"]
         latents = self.family.image_latents(self.sample_moments(image_dist, generators), latent_frames)
-        if train and self.hparams.image_dropout > 0:
-            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.hparams.image_dropout
+        if train and self.image.dropout > 0:
+            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.image.dropout
             latents = torch.where(drop.view(-1, 1, 1, 1, 1).to(latents.device), torch.zeros_like(latents), latents)
         return latents
 
@@ -374,7 +459,7 @@ class CogVideoXModule(L.LightningModule):
 
     def attention_kernel(self):
         """The SDPA backend context the recipe asks for (a no-op when it asks for none)."""
-        name = self.hparams.attention_backend
+        name = self.speed.attention_backend
         if name is None or self.device.type != "cuda":
             return nullcontext()
         return sdpa_kernel(SDPA_BACKENDS[name])
@@ -392,13 +477,13 @@ class CogVideoXModule(L.LightningModule):
     def _fixed_generators(self, batch: dict, *key) -> list[torch.Generator]:
         """One generator per sample, seeded by (val_seed, the sample's id, key): the same draws at every
         validation, however validation is batched or split over processes."""
-        return [torch.Generator().manual_seed(hash((self.hparams.val_seed, zlib.crc32(str(i).encode()), *key))
+        return [torch.Generator().manual_seed(hash((self.validation.seed, zlib.crc32(str(i).encode()), *key))
                                               & 0x7FFF_FFFF_FFFF_FFFF) for i in batch["id"]]
 
     def timestep_buckets(self) -> list[tuple[int, int, int]]:
         """(low, high, centre) of each validation timestep bucket of [0, num_train_timesteps)."""
         n_train = self.components.scheduler.config.num_train_timesteps
-        k = self.hparams.val_timestep_buckets
+        k = self.validation.timestep_buckets
         edges = [round(i * n_train / k) for i in range(k + 1)] if k else []
         return [(lo, hi - 1, (lo + hi - 1) // 2) for lo, hi in zip(edges, edges[1:])]
 
@@ -410,7 +495,7 @@ class CogVideoXModule(L.LightningModule):
         prompt_embeds = self.prompt_embeddings(batch, torch.zeros(len(batch["caption"]), dtype=torch.bool))
         common = dict(train=False, moments=moments, prompt_embeds=prompt_embeds)
         losses = [self.batch_loss(batch, self._fixed_generators(batch, k), **common)
-                  for k in range(self.hparams.val_timesteps)]
+                  for k in range(self.validation.timesteps)]
         out = {"val/loss": torch.stack(losses).mean()}
         for lo, hi, centre in self.timestep_buckets():
             out[f"val/loss_t{lo:03d}-{hi:03d}"] = self.batch_loss(
@@ -431,7 +516,7 @@ class CogVideoXModule(L.LightningModule):
         hp = self.hparams
         params = self.trainable_parameters()
         # Lightning's AMP plugin cannot clip gradients of a fused optimizer; foreach is then used.
-        fused = hp.fused_optimizer and self.device.type == "cuda" and not self.trainer.gradient_clip_val
+        fused = self.speed.fused_optimizer and self.device.type == "cuda" and not self.trainer.gradient_clip_val
         opt = torch.optim.AdamW(params, lr=hp.learning_rate, betas=tuple(hp.adam_betas), eps=hp.adam_eps,
                                 weight_decay=hp.weight_decay, **({"fused": True} if fused else {"foreach": True}))
         sched = get_scheduler(hp.lr_schedule, opt, num_warmup_steps=hp.warmup_steps,

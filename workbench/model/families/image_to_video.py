@@ -12,7 +12,7 @@ disagree (the issue "Image-to-video" lists them) this module follows the stock p
 - **Noise augmentation of the image**, in pixel space before encoding: sigma = exp(N(-3, 0.5)), image +
   sigma * eps (diffusers examples/cogvideo/train_cogvideox_image_to_video_lora.py and the CogVideo repo's
   finetune/models/cogvideox_i2v/lora_trainer.py agree on the distribution). *When*: once per clip at
-  encoding in the diffusers example, every step in the CogVideo repo: the recipe's ``model.image_noise``
+  encoding in the diffusers example, every step in the CogVideo repo: the recipe's ``model.image.noise``
   (``per_clip``, the default, with each clip's draws seeded by its file name, so a cached and a raw sample
   are conditioned alike; or ``per_step``, which encodes the image every step and so needs the VAE resident).
   The stock pipeline adds no noise to the image it samples from.
@@ -21,7 +21,7 @@ disagree (the issue "Image-to-video" lists them) this module follows the stock p
   multiply the scaling factor during training"); the CogVideo repo and CogKit train 1.5-I2V with multiplication,
   which the stock pipeline then samples wrongly: we follow the pipeline (``scale_image_latents``).
 - **Image-latent dropout** (the image latents replaced by zeros): 5 % in the diffusers example
-  (``noised_image_dropout``) and the released SAT configs, none in the CogVideo repo: ``model.image_dropout``,
+  (``noised_image_dropout``) and the released SAT configs, none in the CogVideo repo: ``model.image.dropout``,
   default 0.05, as the released models were trained.
 - **ofs**: CogVideoX1.5-I2V's transformer has an ofs embedding (``ofs_embed_dim``); the pipeline passes 2.0.
 """

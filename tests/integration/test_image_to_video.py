@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import TINY_RECIPE, only_run, run_cli
+from tests.conftest import REPO, TINY_RECIPE, only_run, run_cli
 from tests.integration.test_export import LORA_TOL, MERGED_TOL, MIN_EFFECT, PROMPT, SAMPLE, max_diff, stock_videos
 
 pytestmark = pytest.mark.slow
@@ -115,3 +115,75 @@ def test_validation_videos_without_images_are_one_line(tmp_path_factory, sample_
     message = ("ValidationVideos: CogVideoX-5B-I2V is an image-to-video model: set init_args.images, one image per "
                "prompt (2 prompts, 0 images)")
     assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+
+
+# -- evaluation from a suite with images ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def i2v_suite(tmp_path_factory, sample_data_dir, metric_standins):
+    """The smoke suite (3 prompts x 2 seeds, 17 frames at 64x64) with one image per prompt, one of another size
+    and aspect (the pipeline resizes it), and a tiny random 1.5-I2V model (5B-I2V's learned positions fix the tiny
+    one to 9 frames)."""
+    from PIL import Image
+
+    from workbench.model.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("i2v-suite")
+    rng = np.random.default_rng(0)
+    for k, size in enumerate([(64, 64), (64, 64), (48, 80)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / f"{k}.png")
+    suite = yaml.safe_load((REPO / "evals" / "suites" / "smoke.yaml").read_text())
+    suite.update(name="smoke-i2v", images=["0.png", "1.png", "2.png"], reference=str(sample_data_dir),
+                 clip_model=str(metric_standins["clip"]), fvd_detector=str(metric_standins["i3d"]))
+    (root / "smoke-i2v.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    model = save_tiny_model(root / "tiny-cogvideox1.5-5b-i2v", family="cogvideox1.5-5b-i2v")
+    return {"suite": root / "smoke-i2v.yaml", "model": model, "root": root, "cache": metric_standins["cache"]}
+
+
+def test_eval_of_an_i2v_model_scores_each_video_against_its_image(i2v_suite, tmp_path):
+    """`workbench eval` generates each prompt's videos from its image and reports first-frame PSNR/SSIM and CLIP
+    image similarity with intervals; a video rendered by the stock pipeline alone from the same image and seed has
+    the first-frame PSNR its record holds (the PSNR by its definition, not by the metric's code)."""
+    import torch
+    from diffusers import CogVideoXDPMScheduler, CogVideoXImageToVideoPipeline
+    from PIL import Image
+
+    from workbench.eval.harness import evaluate
+    from workbench.eval.suite import load_suite
+    from workbench.metrics.image_fidelity import conditioning_image_tensor
+
+    out = tmp_path / "eval"
+    r = evaluate(str(i2v_suite["suite"]), str(i2v_suite["model"]), out=out, log_to_mlflow=False, progress=False,
+                 cache_dir=i2v_suite["cache"])
+    m = r.results["metrics"]
+    for name in ("first_frame_psnr", "first_frame_ssim", "clip_image"):
+        assert m[f"eval/{name}_ci_low"] <= m[f"eval/{name}"] <= m[f"eval/{name}_ci_high"], name
+    rows = r.results["videos"]
+    assert len(rows) == 6 and all(row["image"].endswith(f"{row['prompt_index']}.png") for row in rows)
+    assert m["eval/first_frame_psnr"] == pytest.approx(np.mean([row["first_frame_psnr"] for row in rows]), rel=1e-6)
+    assert "| `eval/first_frame_psnr` |" in (out / "results.md").read_text()
+
+    suite = load_suite(i2v_suite["suite"])
+    pipe = CogVideoXImageToVideoPipeline.from_pretrained(i2v_suite["model"])
+    pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(suite.images[2]).convert("RGB")
+    video = pipe(image=image, prompt=suite.prompts[2], generator=torch.Generator("cpu").manual_seed(1),
+                 num_frames=17, height=64, width=64, num_inference_steps=2, guidance_scale=3.0,
+                 max_sequence_length=pipe.tokenizer.model_max_length, output_type="pt").frames[0]
+    mse = float(((video[0].float().clamp(0, 1) - conditioning_image_tensor(image, 64, 64)) ** 2).mean())
+    row = next(row for row in rows if (row["prompt_index"], row["seed"]) == (2, 1))
+    assert row["first_frame_psnr"] == pytest.approx(-10 * np.log10(mse), abs=0.05)
+
+
+def test_eval_refuses_a_suite_and_model_that_do_not_match_in_one_line(i2v_suite, tiny_model_dir, tmp_path):
+    from workbench.eval.harness import evaluate
+    from workbench.eval.suite import EvalError
+
+    common = dict(log_to_mlflow=False, progress=False, cache_dir=i2v_suite["cache"])
+    with pytest.raises(EvalError, match=r"suite smoke-i2v gives images, but CogVideoX-2B is a text-to-video model"):
+        evaluate(str(i2v_suite["suite"]), str(tiny_model_dir), out=tmp_path / "t2v", **common)
+    plain = yaml.safe_load(i2v_suite["suite"].read_text())
+    del plain["images"]
+    (i2v_suite["root"] / "no-images.yaml").write_text(yaml.safe_dump(plain))
+    with pytest.raises(EvalError, match=r"image-to-video model; give the suite one conditioning image per prompt"):
+        evaluate(str(i2v_suite["root"] / "no-images.yaml"), str(i2v_suite["model"]), out=tmp_path / "i2v", **common)

@@ -520,3 +520,68 @@ def test_reference_statistics_files_from_before_feature_spaces_are_i3d(standins,
     old = ReferenceStatistics.load(path)
     assert old.detector_kind == "i3d" and old.feature_dim == 400
     FrechetVideoDistance(standins["i3d"], reference=old)  # accepted
+
+
+# --- image-to-video: first-frame fidelity and CLIP image similarity ----------------------------------------
+
+def test_first_frame_psnr_and_ssim_against_their_definitions():
+    from workbench.metrics.image_fidelity import MAX_PSNR_DB, first_frame_psnr_ssim
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 32, 32, generator=g)
+    videos = torch.rand(3, 5, 3, 32, 32, generator=g)
+    videos[0, 0] = images[0]                                       # the image itself: capped PSNR, SSIM 1
+    videos[1, 0] = (images[1] + 0.05 * torch.randn(3, 32, 32, generator=g)).clamp(0, 1)  # a little noise
+    psnr, ssim = first_frame_psnr_ssim(videos, images)
+    mse = ((videos[:, 0] - images) ** 2).flatten(1).mean(1)
+    assert psnr[0] == MAX_PSNR_DB and ssim[0] == pytest.approx(1.0, abs=1e-5)
+    assert psnr[1:].tolist() == pytest.approx((-10 * torch.log10(mse[1:])).tolist(), abs=1e-4)  # data range 1
+    assert psnr[1] > 20 > psnr[2] and ssim[1] > 0.5 > ssim[2]   # later frames do not count
+    videos[1, 1:] = 0
+    assert first_frame_psnr_ssim(videos, images)[0][1] == psnr[1]
+
+
+def test_image_fidelity_refuses_what_it_cannot_compare():
+    from workbench.metrics.image_fidelity import first_frame_psnr_ssim
+
+    videos, images = torch.rand(2, 5, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    for bad_videos, bad_images, message in (
+            (videos, images[:1], "2 videos but 1 images"),
+            (videos, torch.rand(2, 3, 16, 32), "resize the images to the clip"),
+            (videos * 255, images, "videos must be float in"),
+            (videos[:, 0], images, r"videos must be \(B, F, 3, H, W\)")):
+        with pytest.raises(ValueError, match=message):
+            first_frame_psnr_ssim(bad_videos, bad_images)
+
+
+def test_clip_image_similarity_is_100_for_the_image_itself_and_lower_for_others(clip):
+    from workbench.metrics.image_fidelity import ImageFidelity, clip_image_similarity
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 32, 32, generator=g)
+    same = images[:, None].expand(-1, 4, -1, -1, -1).clone()
+    other = torch.rand(2, 4, 3, 32, 32, generator=g)
+    assert clip_image_similarity(clip, same, images).tolist() == pytest.approx([100.0, 100.0], abs=1e-3)
+    assert (clip_image_similarity(clip, other, images) < 99.9).all()
+    metric = ImageFidelity(clip=clip)
+    metric.update(same, images)
+    metric.update(other, images)
+    per_video = metric.per_video()
+    assert set(per_video) == {"first_frame_psnr", "first_frame_ssim", "clip_image"}
+    assert all(v.shape == (4,) for v in per_video.values())
+    means = metric.compute()
+    assert float(means["clip_image"]) == pytest.approx(float(per_video["clip_image"].mean()))
+    assert set(ImageFidelity().per_video()) == {"first_frame_psnr", "first_frame_ssim"}  # without CLIP
+
+
+def test_conditioning_image_is_resized_as_the_i2v_pipeline_does():
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+
+    from workbench.metrics.image_fidelity import conditioning_image_tensor
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 72, 3), dtype=np.uint8))
+    ours = conditioning_image_tensor(image, 32, 48)
+    # CogVideoXImageToVideoPipeline: self.video_processor.preprocess(image, height=height, width=width)
+    theirs = VideoProcessor(vae_scale_factor=8).preprocess(image, height=32, width=48)[0]
+    assert ours.shape == (3, 32, 48) and torch.allclose(ours * 2 - 1, theirs, atol=1e-6)

@@ -204,3 +204,61 @@ def test_prompt_embeddings_encoded_once_give_the_same_videos(tiny_model_dir):
     assert sorted(p for call in calls if call for p in call) == sorted(suite.prompts)  # each once, then never
     torch.testing.assert_close(cached, plain, rtol=0, atol=1e-5)
     torch.testing.assert_close(again, cached, rtol=0, atol=0)
+
+
+def _png(path: Path, size=(64, 64), seed: int = 0) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_images_one_per_prompt_from_the_list_and_a_file(tmp_path):
+    _png(tmp_path / "suites" / "img" / "a.png")
+    _png(tmp_path / "suites" / "img" / "b.png", seed=1)
+    _png(tmp_path / "suites" / "more" / "c.png", seed=2)
+    (tmp_path / "suites" / "more" / "images.txt").write_text("c.png\n\n")  # relative to the images file
+    (tmp_path / "suites" / "p.txt").write_text("a green dot\n")
+    suite = load_suite(write(tmp_path, MINIMAL + "images: [img/a.png, img/b.png]\nprompts_file: p.txt\n"
+                                               "images_file: more/images.txt\n"))
+    root = tmp_path / "suites"
+    assert suite.images == (root / "img" / "a.png", root / "img" / "b.png", root / "more" / "c.png")
+    assert [im.size for im in suite.conditioning_images()] == [(64, 64)] * 3
+    assert suite.settings()["num_images"] == 3 and load_suite(write(tmp_path, MINIMAL)).images == ()
+
+
+@pytest.mark.parametrize("images, message", [
+    ("[img/a.png]", "1 images for 2 prompts: give one image per prompt"),
+    ("[img/a.png, img/nope.png]", "image .*nope.png does not exist"),
+    ("img/a.png", "images must be a list of paths"),
+])
+def test_bad_images_name_the_suite_and_the_fix(tmp_path, images, message):
+    _png(tmp_path / "suites" / "img" / "a.png")
+    with pytest.raises(SuiteError, match=rf"mine.yaml: .*{message}"):
+        load_suite(write(tmp_path, MINIMAL + f"images: {images}\n"))
+
+
+def test_an_image_that_does_not_decode_is_named_before_generating(tmp_path):
+    _png(tmp_path / "suites" / "a.png")
+    (tmp_path / "suites" / "b.png").write_bytes(b"not a png")
+    suite = load_suite(write(tmp_path, MINIMAL + "images: [a.png, b.png]\n"))
+    with pytest.raises(SuiteError, match=r"mine.yaml: images\[1\] .*b.png is not a readable image"):
+        suite.conditioning_images()
+
+
+def test_results_carry_the_per_video_image_metrics(tmp_path):
+    suite = Suite(name="s", prompts=("a", "c"), seeds=(0,), num_frames=17, height=64, width=64,
+                  images=(_png(tmp_path / "a.png"), _png(tmp_path / "c.png")))
+    values = [{"first_frame_psnr": 30.0, "first_frame_ssim": 0.9, "clip_image": 95.0},
+              {"first_frame_psnr": 20.0, "first_frame_ssim": 0.5, "clip_image": 85.0}]
+    videos = [VideoScore(p, 10.0, 0, i, tmp_path / "videos" / f"00{i}-seed0.mp4", values=v)
+              for i, (p, v) in enumerate(zip(suite.prompts, values))]
+    scores = SuiteScores(10.0, 100.0, 2, 8, videos, means={"first_frame_psnr": 25.0, "first_frame_ssim": 0.7,
+                                                           "clip_image": 90.0})
+    results = suite_results(suite, scores, out=tmp_path)
+    assert results["metrics"]["eval/first_frame_psnr"] == 25.0 and results["per_video_metrics"] == list(values[0])
+    assert results["videos"][1]["first_frame_ssim"] == 0.5 and results["videos"][1]["image"].endswith("c.png")
+    md = results_markdown(results)
+    assert "| `eval/first_frame_psnr` | 25 |" in md and "| 20.000 | 0.500 | 85.000 |" in md

@@ -83,6 +83,8 @@ class SuiteEvaluation(L.Callback):
         metrics.device = pl_module.device
         metrics.clip.to(pl_module.device)
         metrics.fvd.to(pl_module.device)
+        if metrics.image_fidelity is not None:
+            metrics.image_fidelity.to(pl_module.device)
         step = f"step_{trainer.global_step:06d}"
         # rank zero's run directory, for every process's videos
         out = Path(trainer.strategy.broadcast(str(run_dir(trainer) / "eval" / suite.name / step)
@@ -97,7 +99,8 @@ class SuiteEvaluation(L.Callback):
             return
         results = suite_results(suite, scores, out=out, info={"global_step": trainer.global_step})
         write_results(out, results)
-        values = {f"eval/{suite.name}/clip_score": scores.clip_score, f"eval/{suite.name}/fvd": scores.fvd}
+        values = {f"eval/{suite.name}/clip_score": scores.clip_score, f"eval/{suite.name}/fvd": scores.fvd,
+                  **{f"eval/{suite.name}/{k}": v for k, v in (scores.means or {}).items()}}
         # Straight to the loggers: self.log at validation end would record global_step - 1.
         for lg in trainer.loggers:
             lg.log_metrics(values, step=trainer.global_step)

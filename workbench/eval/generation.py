@@ -24,6 +24,7 @@ class VideoBatch:
     seeds: list[int | None] = field(default_factory=list)
     prompt_indices: list[int | None] = field(default_factory=list)
     paths: list[Path | None] = field(default_factory=list)
+    images: Any = None  # image-to-video: the conditioning images (B, C, H, W) in [0, 1] as the pipeline got them
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
@@ -98,7 +99,8 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                           progress: bool = True, desc: str | None = None, rank: int = 0,
                           world_size: int = 1, embeddings: dict | None = None,
                           done: Collection[tuple[int, int]] = ()) -> Iterator[VideoBatch]:
-    """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline``.
+    """Generate every (prompt, seed) video of ``suite`` with a stock ``CogVideoXPipeline`` (or, for an
+    image-to-video model and a suite with ``images``, ``CogVideoXImageToVideoPipeline`` from each prompt's image).
 
     Yields one ``VideoBatch`` per pipeline call (``suite.batch_size`` videos, as a prompt list).
     Each video has its own CPU generator seeded with its seed, so a video does not depend (beyond
@@ -137,9 +139,18 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         family.check_clip(suite.num_frames, suite.height, suite.width, where=f"suite {suite.name}")
     except FamilyError as e:
         raise EvalError(str(e)) from None
-    if family.image_conditioned:  # suites with images are not built yet (the issue "Image-to-video")
-        raise EvalError(f"suite {suite.name}: {family.title} is an image-to-video model, and suites do not give images "
-                        "yet; render its videos with `workbench generate --image` (validation videos take images too)")
+    if family.image_conditioned and not suite.images:
+        raise EvalError(f"suite {suite.name}: {family.title} is an image-to-video model; give the suite one "
+                        "conditioning image per prompt (images: or images_file:, evals/README.md)")
+    if suite.images and not family.image_conditioned:
+        raise EvalError(f"suite {suite.name} gives images, but {family.title} is a text-to-video model; evaluate it "
+                        "with a suite without images, or pass an image-to-video model")
+    pil_images = suite.conditioning_images() if suite.images else None
+    image_tensors = None
+    if pil_images is not None:
+        from workbench.metrics.image_fidelity import conditioning_image_tensor
+
+        image_tensors = [conditioning_image_tensor(im, suite.height, suite.width) for im in pil_images]
     max_len = family.text_len
     total = sum(len(c) for c in chunks)
     finished = sum((i, s) in done for c in chunks for i, _, s in c)
@@ -152,13 +163,15 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                 continue
             generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
             prompts = [p for _, p, _ in chunk]
+            # the image of each video's prompt (CogVideoXImageToVideoPipeline takes one per prompt)
+            extra = {"image": [pil_images[i] for i, _, _ in chunk]} if pil_images is not None else {}
             with approximation(pipe, suite.approximate), context():  # fresh lever state each call, removed after
                 text = (dict(prompt=prompts) if embeddings is None else
                         prompt_embeddings(pipe, prompts, embeddings, max_len, suite.guidance_scale > 1))
                 out = pipe(**text, num_videos_per_prompt=1, generator=generators,
                            num_frames=suite.num_frames, height=suite.height, width=suite.width,
                            num_inference_steps=suite.num_inference_steps, guidance_scale=suite.guidance_scale,
-                           max_sequence_length=max_len, output_type="pt")
+                           max_sequence_length=max_len, output_type="pt", **extra)
             frames = out.frames.float().clamp(0, 1).cpu()
             paths: list[Path | None] = [None] * len(chunk)
             if out_dir is not None:
@@ -166,8 +179,9 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                     paths[k] = out_dir / video_file_name(i, seed)
                     if todo[k]:
                         write_video(paths[k], frames[k], suite.fps)
+            images = (torch.stack([image_tensors[i] for i, _, _ in chunk]) if image_tensors is not None else None)
             yield VideoBatch(frames, [p for _, p, _ in chunk], [s for _, _, s in chunk], [i for i, _, _ in chunk],
-                             paths)
+                             paths, images)
             bar.update(sum(todo))
             show_rate(bar)
     finally:

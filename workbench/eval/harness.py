@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.common import atomic_write_bytes, atomic_write_json, first_line
+from workbench.common import atomic_write_bytes, atomic_write_json, file_sha256, first_line
 from workbench.eval.generation import generate_suite_videos, video_file_name
 from workbench.eval.reference import load_suite_metrics
 from workbench.eval.results import first_frame_grid, first_frame_uint8, suite_results, write_results
@@ -179,7 +179,8 @@ def eval_fingerprint(suite: Suite, src: ModelSource, *, compare_base: bool, devi
     settings = suite.settings()
     settings.update(reference=_local(suite.reference), fvd_detector=_local(suite.fvd_detector),
                     clip_model=_local(suite.clip_model),
-                    prompts_sha256=hashlib.sha256(json.dumps(list(suite.prompts)).encode()).hexdigest())
+                    prompts_sha256=hashlib.sha256(json.dumps(list(suite.prompts)).encode()).hexdigest(),
+                    images_sha256=[file_sha256(i) for i in suite.images] or None)
     model = {"model": _local(src.label), "lora": _local(src.lora), "checkpoint": _local(src.checkpoint),
              "global_step": src.global_step, "run_id": src.run.info.run_id if src.run is not None else None,
              "base_model": _local(src.base_model) if compare_base or src.checkpoint else None,
@@ -454,8 +455,7 @@ def _run(suite: Suite, src: ModelSource, out: Path, state: dict, metrics, stages
                             f"the other {len(share) - len(done)}")
         pipe = stage.load(device, dtype, compile, attention)
         desc = f"{suite.name} ({stage.label}" + (f", shard {shard[0]}/{shard[1]})" if shard else ")")
-        metrics.clip.reset()
-        metrics.fvd.reset()
+        metrics.reset()
         batches = generate_suite_videos(pipe, suite, out / stage.videos, progress=progress, desc=desc, rank=rank,
                                         world_size=world, done=set(done),
                                         embeddings=embeddings.setdefault(text_encoder_fingerprint(pipe), {}))
@@ -467,8 +467,7 @@ def _run(suite: Suite, src: ModelSource, out: Path, state: dict, metrics, stages
                     v.first_frame = first_frame_uint8(batch.frames[k, 0])
                 save_video_score(v, out / stage.scores, out)
                 generated += 1
-            metrics.clip.reset()
-            metrics.fvd.reset()
+            metrics.reset()
         del pipe
         if device.type == "cuda":
             torch.cuda.empty_cache()

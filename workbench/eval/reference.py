@@ -36,6 +36,13 @@ class SuiteMetrics:
     cache_path: Path
     device: Any  # torch.device
     provenance: dict | None = None
+    image_fidelity: Any = None  # workbench.metrics.ImageFidelity, for suites with images (through the same CLIP)
+
+    def reset(self) -> None:
+        """Empty every metric's state (the reference statistics stay)."""
+        for metric in (self.clip, self.fvd, self.image_fidelity):
+            if metric is not None:
+                metric.reset()
 
 
 def _reference_entries(suite: Suite, root: Path):
@@ -204,7 +211,12 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     fvd.to(device)
     provenance = {"fvd_detector_kind": kind, "fvd_detector_sha256": sha, "fvd_protocol": suite.protocol,
                   "clip_model_revision": clip_revision(suite.clip_model)}
-    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device, provenance)
+    fidelity = None
+    if suite.images:
+        from workbench.metrics.image_fidelity import ImageFidelity
+
+        fidelity = ImageFidelity(clip=clip)
+    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device, provenance, fidelity)
 
 
 def clip_revision(model: str) -> str:

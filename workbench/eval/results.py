@@ -57,11 +57,15 @@ def suite_results(suite: Suite, scores: SuiteScores, base: SuiteScores | None = 
     for v in scores.videos:
         row = {"prompt_index": v.prompt_index, "prompt": v.prompt, "seed": v.seed, "clip_score": v.clip_score,
                "path": rel(v.path)}
+        if suite.images:
+            row["image"] = str(suite.images[v.prompt_index])
+        row.update(v.values or {})
         if v.oracle is not None:
             row["oracle"] = v.oracle
         if base is not None:
             b = base_rows.get((v.prompt_index, v.seed))
             row.update(base_clip_score=b.clip_score if b else None, base_path=rel(b.path) if b else None)
+            row.update({f"base_{k}": value for k, value in ((b.values or {}) if b else {}).items()})
             if b is not None and b.oracle is not None:
                 row["base_oracle"] = b.oracle
         rows.append(row)
@@ -73,7 +77,7 @@ def suite_results(suite: Suite, scores: SuiteScores, base: SuiteScores | None = 
     return {"suite": suite.name, "suite_file": str(suite.path) if suite.path else None,
             "settings": suite.settings(), **(info or {}), "metrics": metrics,
             "fvd_comparability": fvd_comparability(suite, scores.num_videos, scores.num_reference_videos),
-            "accuracy": accuracy,
+            "accuracy": accuracy, "per_video_metrics": scores.value_names(),
             "intervals": {k: v.as_dict() for k, v in (intervals or {}).items()}, "videos": rows}
 
 
@@ -99,10 +103,11 @@ def results_markdown(results: dict) -> str:
         low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
         return f"{m[key]:.4g}" + (f" [{low:.4g}, {high:.4g}]" if low is not None else "")
 
-    for name in (*names, "clip_score", "fvd", "num_videos"):
+    values = results.get("per_video_metrics") or []  # image fidelity's, for suites with images
+    for name in (*names, "clip_score", "fvd", *values, "num_videos"):
         row = f"| `eval/{name}` | {cell(f'eval/{name}')} |"
         lines.append(row + (f" {cell(f'eval/{name}_base')} |" if base else ""))
-    for name in ("clip_score_difference", "fvd_difference"):
+    for name in ("clip_score_difference", "fvd_difference", *(f"{v}_difference" for v in values)):
         if f"eval/{name}" in m:
             lines.append(f"| `eval/{name}` (model - base, paired) | {cell(f'eval/{name}')} |" + (" |" if base else ""))
     lines += [f"| `eval/num_reference_videos` | {m['eval/num_reference_videos']:.0f} |" + (" |" if base else ""), ""]
@@ -126,13 +131,14 @@ def results_markdown(results: dict) -> str:
                      for a in ("colour", "shape", "direction", "all")]
             lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["| # | prompt | seed | CLIP |" + (" CLIP (base) |" if base else "") + " video |",
-              "|---|---|---|---|" + ("---|" if base else "") + "---|"]
+    lines += ["| # | prompt | seed | CLIP |" + (" CLIP (base) |" if base else "") + "".join(f" {v} |" for v in values)
+              + " video |", "|---|---|---|---|" + ("---|" if base else "") + "---|" * len(values) + "---|"]
     for r in results["videos"]:
         prompt = r["prompt"].replace("|", "\\|")
         cells = f"| {r['prompt_index']} | {prompt} | {r['seed']} | {r['clip_score']:.3f} |"
         if base:
             cells += f" {r['base_clip_score']:.3f} |" if r.get("base_clip_score") is not None else " |"
+        cells += "".join(f" {r[v]:.3f} |" if r.get(v) is not None else " |" for v in values)
         lines.append(cells + f" `{r['path']}` |")
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
-"""Scoring generated videos: frame-averaged CLIP score per video and the FVD of the set."""
+"""Scoring generated videos: frame-averaged CLIP score per video and the FVD of the set (and, for suites with
+images, each video's first-frame PSNR/SSIM and CLIP image similarity)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class VideoScore:
     oracle: dict | None = None  # the oracle's reading and per-attribute verdict (suites with ``oracle:``)
     features: Any = None  # the video's FVD features (numpy, D), for the FVD and its bootstrap intervals
     first_frame: Any = None  # uint8 (H, W, C): the grid's frame (kept for each prompt's first-seed video)
+    values: dict | None = None  # the suite's other per-video metrics (image fidelity: first_frame_psnr, ...)
 
     @property
     def key(self) -> tuple:
@@ -43,6 +45,7 @@ class SuiteScores:
     videos: list[VideoScore]
     accuracy: Any = None  # workbench.eval.oracles.PromptAccuracy for suites with an oracle
     reference: Any = None  # the real videos' ReferenceStatistics the FVD was measured against
+    means: dict | None = None  # the other per-video metrics' means over the videos (``VideoScore.values``)
 
     def keys(self) -> list[tuple]:
         """(prompt index, seed) of every video: what pairs two models' videos."""
@@ -59,9 +62,15 @@ class SuiteScores:
         out = {f"eval/clip_score{suffix}": self.clip_score, f"eval/fvd{suffix}": self.fvd,
                f"eval/num_videos{suffix}": float(self.num_videos),
                "eval/num_reference_videos": float(self.num_reference_videos)}
+        for name, value in (self.means or {}).items():
+            out[f"eval/{name}{suffix}"] = value
         if self.accuracy is not None:
             out.update(self.accuracy.metrics(suffix))
         return out
+
+    def value_names(self) -> list[str]:
+        """The per-video metrics beside the CLIP score (image fidelity's, for suites with images)."""
+        return list(self.means or {})
 
 
 def score_batch(metrics: SuiteMetrics, batch: VideoBatch) -> list[VideoScore]:
@@ -77,8 +86,17 @@ def score_batch(metrics: SuiteMetrics, batch: VideoBatch) -> list[VideoScore]:
     scores = torch.cat(metrics.clip.scores[before:]).tolist()
     features = metrics.fvd.features()[rows:].double().cpu().numpy()
     checks = [check_video(oracle, v, p) if oracle else None for v, p in zip(batch.frames, batch.prompts)]
-    return [VideoScore(p, float(c), s, i, path, check, f) for p, c, s, i, path, check, f in
-            zip(batch.prompts, scores, batch.seeds, batch.prompt_indices, batch.paths, checks, features)]
+    values = [None] * len(batch.prompts)
+    if metrics.image_fidelity is not None:
+        if batch.images is None:
+            raise EvalError(f"suite {metrics.suite.name}: the videos came without their conditioning images")
+        fidelity = metrics.image_fidelity
+        before = {k: v.numel() for k, v in fidelity.per_video().items()}
+        fidelity.update(frames, batch.images.to(metrics.device))
+        new = {k: v[before[k]:].tolist() for k, v in fidelity.per_video().items()}
+        values = [{k: float(new[k][j]) for k in new} for j in range(len(batch.prompts))]
+    return [VideoScore(p, float(c), s, i, path, check, f, values=v) for p, c, s, i, path, check, f, v in
+            zip(batch.prompts, scores, batch.seeds, batch.prompt_indices, batch.paths, checks, features, values)]
 
 
 def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteScores:
@@ -93,8 +111,7 @@ def score_videos(metrics: SuiteMetrics, batches: Iterable[VideoBatch]) -> SuiteS
     """
     import torch
 
-    metrics.clip.reset()
-    metrics.fvd.reset()
+    metrics.reset()
     videos: list[VideoScore] = []
     for batch in batches:
         videos += score_batch(metrics, batch)
@@ -129,7 +146,12 @@ def set_scores(metrics: SuiteMetrics, videos: list[VideoScore]) -> SuiteScores:
     fvd = frechet_distance(reference.mu, reference.sigma, *feature_statistics(features))
     clip_score = float(torch.tensor([v.clip_score for v in videos], dtype=torch.float32).mean())
     oracle = get_oracle(metrics.suite.oracle) if metrics.suite.oracle else None
-    return SuiteScores(clip_score=clip_score, fvd=float(fvd), num_videos=len(videos),
+    names = list(videos[0].values or {})
+    if any(list(v.values or {}) != names for v in videos):
+        raise EvalError(f"suite {metrics.suite.name}: the videos' records measure different metrics; evaluate "
+                        "into a new --out")
+    means = {k: float(torch.tensor([v.values[k] for v in videos], dtype=torch.float32).mean()) for k in names}
+    return SuiteScores(clip_score=clip_score, fvd=float(fvd), num_videos=len(videos), means=means or None,
                        num_reference_videos=metrics.reference_videos, videos=videos,
                        accuracy=accuracy([v.oracle for v in videos], [v.prompt for v in videos], oracle.attributes)
                        if oracle else None,
@@ -157,7 +179,7 @@ def save_video_score(v: VideoScore, folder: Path, out: Path) -> None:
     data = save(tensors)
     atomic_write_bytes(folder / f"{stem}.safetensors", data, what="a video's FVD features")
     record = {"prompt_index": v.prompt_index, "prompt": v.prompt, "seed": v.seed, "clip_score": v.clip_score,
-              "oracle": v.oracle, "video": Path(v.path).relative_to(out).as_posix(),
+              "oracle": v.oracle, "values": v.values, "video": Path(v.path).relative_to(out).as_posix(),
               "video_sha256": file_sha256(v.path), "tensors_sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_json(folder / f"{stem}.json", record, what="a video's scores")
 
@@ -184,7 +206,7 @@ def load_video_scores(folder: Path, out: Path) -> tuple[dict[tuple, VideoScore],
             arrays = load(data)
             found[(r["prompt_index"], r["seed"])] = VideoScore(
                 r["prompt"], r["clip_score"], r["seed"], r["prompt_index"], video, r.get("oracle"),
-                arrays["features"], arrays.get("first_frame"))
+                arrays["features"], arrays.get("first_frame"), r.get("values"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             problems.append(f"{path.name}: unreadable ({first_line(e)})")
     return found, problems
@@ -214,6 +236,9 @@ def confidence_intervals(scores: SuiteScores, base: SuiteScores | None = None, *
                                                     **common)
         out[f"fvd{suffix}"] = bootstrap_fvd(s.fvd_features(), s.reference, num_resamples=num_resamples,
                                             method="recentered", **common)
+        for name in s.value_names():
+            out[f"{name}{suffix}"] = bootstrap_mean([v.values[name] for v in s.videos],
+                                                    num_resamples=10 * num_resamples, **common)
     if base is not None:
         out["clip_score_difference"] = bootstrap_difference(
             [v.clip_score for v in scores.videos], [v.clip_score for v in base.videos], keys=scores.keys(),
@@ -221,4 +246,8 @@ def confidence_intervals(scores: SuiteScores, base: SuiteScores | None = None, *
         out["fvd_difference"] = bootstrap_fvd_difference(
             scores.fvd_features(), base.fvd_features(), scores.reference, keys=scores.keys(), base_keys=base.keys(),
             num_resamples=num_resamples, method="recentered", **common)
+        for name in set(scores.value_names()) & set(base.value_names()):
+            out[f"{name}_difference"] = bootstrap_difference(
+                [v.values[name] for v in scores.videos], [v.values[name] for v in base.videos], keys=scores.keys(),
+                base_keys=base.keys(), num_resamples=10 * num_resamples, **common)
     return out

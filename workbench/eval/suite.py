@@ -43,7 +43,9 @@ class Suite:
     sampler, built from the model's own scheduler config: ``dpm`` (CogVideoXDPMScheduler, what the
     training module's pipeline and the diffusers trainer's validation use) or ``ddim``. ``approximate``
     names an approximate inference lever (workbench.model.caching: ``first-block-cache[:T]``, ``pab[:N]``,
-    ``faster-cache``); None generates exactly.
+    ``faster-cache``); None generates exactly. ``images`` (image-to-video models, which need them; text-to-video
+    models refuse them): one conditioning image per prompt, which every seed of the prompt animates; such a
+    suite also reports first-frame PSNR/SSIM and CLIP image similarity (workbench.metrics.image_fidelity).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Suite:
     clip_model: str | None = DEFAULT_CLIP_MODEL
     fvd_detector: Path | None = None
     oracle: str | None = None
+    images: tuple[Path, ...] = ()  # image-to-video: the conditioning image of each prompt (``images:``/``images_file:``)
     protocol: str = "workbench"
     fvd_detector_kind: str = "i3d"
     confidence: float = 0.95
@@ -140,6 +143,17 @@ class Suite:
             for i, p in enumerate(self.prompts):
                 if oracle.parse_prompt(p) is None:
                     fail(f"prompts[{i}] {p!r} is not a prompt oracle: {self.oracle} reads ({oracle.prompt_help})")
+        if isinstance(self.images, (str, os.PathLike)):
+            fail("images must be a list of paths, one per prompt")
+        object.__setattr__(self, "images", tuple(Path(i) for i in self.images))
+        if self.images:
+            if len(self.images) != len(self.prompts):
+                fail(f"{len(self.images)} images for {len(self.prompts)} prompts: give one image per prompt "
+                     "(images: or images_file:, in the prompts' order)")
+            missing = [str(i) for i in self.images if not i.is_file()]
+            if missing:
+                fail(f"image {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                                                              else "") + "; paths are relative to the suite file")
         if self.num_videos < 2:
             fail(f"{self.num_videos} video: FVD needs at least 2 generated videos for a covariance; "
                  "add prompts or seeds")
@@ -168,14 +182,31 @@ class Suite:
             "protocol": self.protocol, "fvd_detector_kind": self.fvd_detector_kind,
             "confidence": self.confidence, "bootstrap_resamples": self.bootstrap_resamples,
             "bootstrap_seed": self.bootstrap_seed, "approximate": self.approximate,
+            "num_images": len(self.images),
         }
+
+    def conditioning_images(self) -> list:
+        """Each prompt's image decoded (PIL RGB), checked before any video is generated: a SuiteError naming the
+        file when one does not decode."""
+        from workbench.common import ImageUnreadable, open_rgb_image
+
+        where = str(self.path) if self.path else f"suite {self.name!r}"
+        out = []
+        for i, image in enumerate(self.images):
+            try:
+                out.append(open_rgb_image(image))
+            except FileNotFoundError:
+                raise SuiteError(f"{where}: images[{i}] {image} does not exist") from None
+            except ImageUnreadable as e:
+                raise SuiteError(f"{where}: images[{i}] {image} is not a readable image ({e}); use PNG or JPEG") from None
+        return out
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file"}
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file"}
 
 
 def _suite_path(value: Any, base: Path, key: str, where: Path) -> Path:
@@ -252,6 +283,18 @@ def load_suite(path: str | os.PathLike) -> Suite:
                              if line.strip()]
     fields.pop("prompts_file", None)
     fields["prompts"] = tuple(prompts)
+    images = fields.pop("images", None) or []
+    if not isinstance(images, list):
+        raise SuiteError(f"{path}: images must be a list of paths, one per prompt")
+    images = [_suite_path(i, base, f"images[{k}]", path) for k, i in enumerate(images)]
+    if fields.get("images_file") is not None:  # one path a line, relative to the images file's folder
+        images_file = _suite_path(fields.pop("images_file"), base, "images_file", path)
+        if not images_file.is_file():
+            raise SuiteError(f"{path}: images_file {images_file} does not exist")
+        images += [_suite_path(line.strip(), images_file.parent, "images_file", images_file)
+                   for line in _read_utf8(images_file, "images_file").splitlines() if line.strip()]
+    fields.pop("images_file", None)
+    fields["images"] = tuple(images)
     seeds = fields.get("seeds", [0])
     fields["seeds"] = tuple(seeds) if isinstance(seeds, list) else (seeds,)
     for key in ("reference", "fvd_detector"):

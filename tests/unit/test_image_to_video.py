@@ -210,12 +210,12 @@ def test_dataset_loads_the_named_image_at_the_clip_size_and_cache_notices_a_chan
         check_images(root, index, read_manifest(root))
 
 
-def test_eval_refuses_an_image_to_video_model_in_one_line_until_suites_give_images(pipes):
+def test_eval_refuses_an_image_to_video_model_and_a_suite_without_images_in_one_line(pipes):
     from workbench.eval.generation import EvalError, generate_suite_videos
     from workbench.eval.suite import load_suite
 
     from tests.conftest import REPO
 
     suite = load_suite(REPO / "evals" / "suites" / "smoke.yaml")  # 17 frames at 64x64: inside the tiny 1.5's grid
-    with pytest.raises(EvalError, match="CogVideoX1.5-5B-I2V is an image-to-video model, and suites do not give"):
+    with pytest.raises(EvalError, match="CogVideoX1.5-5B-I2V is an image-to-video model; give the suite one conditioning image per prompt"):
         next(iter(generate_suite_videos(pipes["cogvideox1.5-5b-i2v"], suite, progress=False)))  # a generator

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 # Names a recipe or flag uses for a dtype, and the torch attribute each stands for.
@@ -137,7 +138,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "") -> 
     """Write ``data`` to a temporary file next to ``path``, fsync it and rename it over ``path``: ``path`` is
     the old complete file or the new one, never a partial file. A full disk raises DiskFull (the old file stays)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # per process and thread
     try:
         with writing(path, len(data), what):
             with open(tmp, "wb") as f:
@@ -184,3 +185,81 @@ def open_rgb_image(path: str | os.PathLike):
         raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ImageUnreadable(first_line(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The one video writer: every mp4 the package writes goes through ``write_video``.
+#
+# In-process (PyAV's libx264), never an ffmpeg subprocess: imageio-ffmpeg starts ffmpeg with
+# ``preexec_fn=os.setpgrp``, which Python documents as unsafe with threads, and clips written from a thread
+# pool that way hung forever in the forked child before ``exec`` (the sample-data writer stalled a test run).
+
+DEFAULT_CRF = 18  # x264's "visually lossless" end; the sample data uses 10 (imageio's quality=8, as before)
+
+
+def video_frames_uint8(frames):
+    """Frames as a C-contiguous (F, H, W, 3) uint8 numpy array. Takes (F, H, W, 3) uint8 or float in [0, 1]
+    (diffusers' ``output_type="np"``, a list of such frames or of PIL images) or a torch tensor (F, C, H, W)
+    float in [0, 1] (rounded, not truncated); an alpha channel is dropped."""
+    import numpy as np
+
+    if hasattr(frames, "permute"):  # torch (F, C, H, W)
+        import torch
+
+        frames = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    elif isinstance(frames, (list, tuple)):
+        frames = np.stack([np.asarray(f) for f in frames]) if len(frames) else np.zeros((0, 0, 0, 3), np.uint8)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        raise ValueError(f"a video is (frames, height, width, 3); got shape {frames.shape}")
+    frames = frames[..., :3]
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return np.ascontiguousarray(frames)
+
+
+def encode_mp4(frames, fps: float, crf: int = DEFAULT_CRF) -> bytes:
+    """A video (see ``video_frames_uint8``) as H.264 yuv420p mp4 bytes, encoded in memory with PyAV."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    video = video_frames_uint8(frames)
+    if not len(video):
+        raise ValueError("a video needs at least one frame")
+    height, width = video.shape[1:3]
+    if height % 2 or width % 2:  # yuv420p halves both; x264 refuses odd sizes
+        raise ValueError(f"H.264 yuv420p needs an even width and height; got {width}x{height}")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = height, width
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(int(crf))}
+        for frame in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush
+    return buffer.getvalue()
+
+
+def write_video(path: str | os.PathLike, frames, fps: float, crf: int = DEFAULT_CRF) -> Path:
+    """``encode_mp4`` written atomically to ``path`` (a temporary file beside it, fsync, rename): ``path`` is a
+    complete video or absent, never a partial file. A full disk raises DiskFull naming ``path``. Safe from any
+    thread (no subprocess)."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_mp4(frames, fps, crf), what="a video")
+    return path
+
+
+def read_video(path: str | os.PathLike):
+    """Every frame of a video file in decode order as (F, H, W, 3) uint8, in-process (PyAV): for reading back
+    what ``write_video`` wrote (showcase, round trips). Training data goes through workbench.data.decoding."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"{path}: no video frames")
+    return np.stack(frames)

@@ -94,13 +94,10 @@ def encode(out: Path, pictures: np.ndarray, rate: str, codec_args: list[str]) ->
 
 
 def write_like_the_project(out: Path, pictures: np.ndarray, fps: float) -> Path:
-    """An mp4 written as workbench.shapes.sample_dataset.write_mp4 writes one (imageio, libx264, yuv420p)."""
-    import imageio.v2 as imageio
+    """An mp4 written as workbench.shapes.sample_dataset.write_mp4 writes one (the package's one writer)."""
+    from workbench.shapes.sample_dataset import write_mp4
 
-    with imageio.get_writer(str(out), fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                            ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as writer:
-        for picture in pictures:
-            writer.append_data(picture)
+    write_mp4(out, pictures, fps)
     return out
 
 

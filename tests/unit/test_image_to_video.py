@@ -104,9 +104,9 @@ def test_per_clip_noise_is_seeded_by_the_clip_so_cache_and_raw_agree(pipes):
     family = family_of_pipeline(pipe)
     video = torch.rand(2, 3, 9, 64, 64) * 2 - 1
     with torch.no_grad():
-        a = family.encode_clips(pipe.vae, video, generators=clip_generators(["x.mp4", "y.mp4"]))
-        b = family.encode_clips(pipe.vae, video, generators=clip_generators(["x.mp4", "y.mp4"]))
-        c = family.encode_clips(pipe.vae, video, generators=clip_generators(["z.mp4", "y.mp4"]))
+        a = family.encode_clips(pipe.vae, video, ids=["x.mp4", "y.mp4"])
+        b = family.encode_clips(pipe.vae, video, ids=["x.mp4", "y.mp4"])
+        c = family.encode_clips(pipe.vae, video, ids=["z.mp4", "y.mp4"])
     torch.testing.assert_close(a["image_latent_dist"], b["image_latent_dist"])
     assert not torch.equal(a["image_latent_dist"][0], c["image_latent_dist"][0])
     torch.testing.assert_close(a["image_latent_dist"][1], c["image_latent_dist"][1])
@@ -114,7 +114,7 @@ def test_per_clip_noise_is_seeded_by_the_clip_so_cache_and_raw_agree(pipes):
     # the noise is small (sigma = exp(N(-3, 0.5)), about 0.05) but there
     noised = family.noised_images(video[:, :, 0], clip_generators(["x.mp4", "y.mp4"]))
     assert 0 < (noised - video[:, :, 0]).std() < 0.5
-    with pytest.raises(ValueError, match="one generator per clip"):
+    with pytest.raises(ValueError, match="each clip.s id"):
         family.encode_clips(pipe.vae, video)
 
 
@@ -217,5 +217,6 @@ def test_eval_refuses_an_image_to_video_model_and_a_suite_without_images_in_one_
     from tests.conftest import REPO
 
     suite = load_suite(REPO / "evals" / "suites" / "smoke.yaml")  # 17 frames at 64x64: inside the tiny 1.5's grid
-    with pytest.raises(EvalError, match="CogVideoX1.5-5B-I2V is an image-to-video model; give the suite one conditioning image per prompt"):
+    with pytest.raises(EvalError, match=r"suite smoke \(images: or images_file:, evals/README.md\): CogVideoX1.5-5B-I2V is an "
+                                        r"image-to-video model: give one conditioning image per prompt \(3 prompts, 0 images\)"):
         next(iter(generate_suite_videos(pipes["cogvideox1.5-5b-i2v"], suite, progress=False)))  # a generator

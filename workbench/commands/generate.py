@@ -16,7 +16,7 @@ def register(subparsers) -> None:
                     "model directory or a hub id; --lora adds a LoRA (file or export directory).")
     p.add_argument("--model", required=True, help="merged export directory, base model directory or hub id")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--image", help="image-to-video models: the first frame to animate (PNG/JPEG; resized to the clip)")
+    p.add_argument("--image", help="image-to-video models: the first frame to animate (PNG/JPEG; framed to the clip as training frames it: cover-resize, centre crop)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--lora", help="pytorch_lora_weights.safetensors, or a directory (export) holding it")
     p.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")

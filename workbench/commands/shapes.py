@@ -108,10 +108,13 @@ def judge(model_dir: str | Path, *, device: str, seeds: tuple[int, ...] = (0, 1)
     import torch
     from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline
 
+    from workbench.model.families import Clip, family_of_pipeline
+    from workbench.model.pipeline import render_videos
     from workbench.shapes.oracle import prompt_accuracy
 
     dtype = torch.float32
     pipe = CogVideoXPipeline.from_pretrained(str(model_dir), torch_dtype=dtype, use_safetensors=True).to(device)
+    family, clip = family_of_pipeline(pipe), Clip(NUM_FRAMES, HEIGHT, WIDTH, FPS)
     cls = {"dpm": CogVideoXDPMScheduler, "ddim": CogVideoXDDIMScheduler}[scheduler]
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -121,11 +124,8 @@ def judge(model_dir: str | Path, *, device: str, seeds: tuple[int, ...] = (0, 1)
         videos, texts = [], []
         for i in range(0, len(jobs), batch):
             chunk = jobs[i:i + batch]
-            gens = [torch.Generator("cpu").manual_seed(s) for _, s in chunk]
-            frames = pipe(prompt=[p for p, _ in chunk], generator=gens, num_frames=NUM_FRAMES, height=HEIGHT,
-                          width=WIDTH, num_inference_steps=steps, guidance_scale=guidance,
-                          max_sequence_length=pipe.transformer.config.max_text_seq_length, output_type="pt").frames
-            videos += list(frames.float().clamp(0, 1).cpu())
+            videos += list(render_videos(pipe, family, [p for p, _ in chunk], [s for _, s in chunk], clip,
+                                         steps=steps, guidance=guidance))
             texts += [p for p, _ in chunk]
         acc = prompt_accuracy(videos, texts)
         result[domain] = {"videos": acc.num_videos, **acc.total}

@@ -10,7 +10,8 @@ from torch.utils.data import Dataset
 
 from workbench.common import ImageUnreadable, UserError, open_rgb_image
 from workbench.data.manifest import Entry
-from workbench.data.video import VideoError, load_clip, resize_crop
+from workbench.data.video import VideoError, load_clip
+from workbench.model.framing import image_tensor, prepare_image
 
 
 class SampleError(UserError, ValueError):
@@ -97,24 +98,26 @@ class VideoCaptionDataset(Dataset):
 
 
 def load_image(entry: Entry, root: Path, height: int, width: int) -> torch.Tensor:
-    """An entry's conditioning image as (C, H, W) in [-1, 1], resized and centre-cropped to the clip's size as
-    its video is (``resize_crop``); SampleError naming the entry for a missing or undecodable file."""
-    import numpy as np
-
+    """An entry's conditioning image as (C, H, W) in [-1, 1], framed to the clip's size as its video is and as
+    every sampling path hands it to the pipeline (``prepare_image``: resize, centre crop, 8 bits); SampleError
+    naming the entry for a missing or undecodable file."""
     try:
-        pixels = np.asarray(open_rgb_image(entry.image_path(root)))
+        picture = open_rgb_image(entry.image_path(root))
     except FileNotFoundError:
         raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: no such file") from None
     except ImageUnreadable as e:
         raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: not a readable image ({e})") from None
-    frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float()  # (1, C, h, w), as load_clip's
-    return (resize_crop(frame, height, width)[0] / 127.5 - 1.0).contiguous()
+    return image_tensor(prepare_image(picture, height, width)).contiguous()
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack tensors, keep strings as lists."""
+    """Stack tensors, keep strings as lists. A batch of mixed rows (some naming a conditioning image, some not)
+    gives every sample its own: its image, or its clip's first frame (what an image-to-video family conditions
+    on without one), whichever sample comes first."""
+    if any("image" in s for s in samples):
+        samples = [s if "image" in s else {**s, "image": s["video"][:, 0]} for s in samples]
     out = {}
-    for key in samples[0]:
+    for key in dict.fromkeys(k for s in samples for k in s):
         values = [s[key] for s in samples]
         out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return out

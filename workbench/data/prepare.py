@@ -29,7 +29,6 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
     from transformers import AutoTokenizer, T5EncoderModel
 
     from workbench.model.families import family_of_model
-    from workbench.model.families.image_to_video import clip_generators
     from workbench.model.loading import check_model_source, freeze
 
     check_model_source(model)
@@ -62,12 +61,12 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
             info = probe(path)
             size = key.buckets[nearest_bucket(info.height, info.width, list(key.buckets))]
         video = load_clip(path, num_frames, size[0], size[1], fps)
-        # an image-to-video family noises the clip's image once, seeded by the clip's file name (per_clip)
-        generators = clip_generators([entry.file_name]) if family.image_conditioned else None
+        # the row's image (else the family takes the clip's first frame, if it conditions on one), framed as raw
+        # training frames it; an image-to-video family noises it once, seeded by the clip's id (per_clip)
         image = None
-        if family.image_conditioned and entry.image is not None:  # else the clip's first frame
+        if entry.image is not None:
             image = load_image(entry, Path(root), size[0], size[1]).unsqueeze(0).to(device, dtype_)
-        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), images=image, generators=generators)
+        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), images=image, ids=[entry.file_name])
         return {**{k: v[0] for k, v in tensors.items()}, "prompt_embeds": embed(entry.caption), "size": size}
 
     return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,

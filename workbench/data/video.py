@@ -10,8 +10,8 @@ On a constant-frame-rate clip that is :func:`frame_indices_at_fps`, the frame-nu
 has always used, and it is computed by it, so such clips give exactly the frames they gave before. A
 variable-frame-rate clip takes its frames by their real timestamps.
 
-Resize + crop policy: scale the clip so it covers the target size while keeping its aspect ratio
-(bilinear, antialiased), then crop the centre.
+Resize + crop policy (workbench.model.framing.resize_crop, shared with conditioning images): scale the clip
+so it covers the target size while keeping its aspect ratio (bilinear, antialiased), then crop the centre.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workbench.data.decoding import UnsupportedCodecError, VideoError, VideoInfo, probe, read_frames
+from workbench.model.framing import resize_crop  # the one framing policy: clips and conditioning images
 
 if TYPE_CHECKING:
     import torch
@@ -80,19 +81,6 @@ def frame_times_at_fps(info: VideoInfo, num_frames: int, target_fps: float | Non
     frames of :func:`frame_numbers_at_fps`: the middle of the time each is shown, so rounding in the
     container's timestamps cannot tip a time onto a neighbouring frame."""
     return [info.display_midpoint(k) for k in frame_numbers_at_fps(info, num_frames, target_fps)]
-
-
-def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(F, C, h, w) float -> (F, C, height, width): cover-resize then centre crop."""
-    import torch.nn.functional as F  # imported here: the `data check` worker processes never need torch
-
-    _, _, h, w = frames.shape
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return frames[:, :, top : top + height, left : left + width]
 
 
 def load_clip(path: str | Path, num_frames: int, height: int, width: int, target_fps: float | None) -> torch.Tensor:

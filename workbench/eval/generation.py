@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.common import atomic_write_bytes
+from workbench.common import write_video
 from workbench.eval.suite import EvalError, Suite
-from workbench.model.families import FamilyError, family_of_pipeline
+from workbench.model.families import Clip, FamilyError, family_of_pipeline
+from workbench.model.pipeline import render_videos
 
 
 @dataclass
@@ -44,36 +45,6 @@ def _suite_scheduler(pipe, name: str):
 
 def video_file_name(prompt_index: int, seed: int) -> str:
     return f"{prompt_index:03d}-seed{seed}.mp4"
-
-
-def encode_mp4(frames, fps: float) -> bytes:
-    """A video (F, C, H, W) float in [0, 1] as H.264 mp4 bytes (PyAV, yuv420p, CRF 18), encoded in memory so
-    that the file is written in one atomic write (``write_video``)."""
-    import io
-    from fractions import Fraction
-
-    import av
-    import torch
-
-    video = (frames.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).contiguous().numpy()
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width = video.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())  # flush
-    return buffer.getvalue()
-
-
-def write_video(path: str | os.PathLike, frames, fps: float) -> Path:
-    """``encode_mp4`` written atomically to ``path`` (a temporary file beside it, fsync, rename): ``path`` is a
-    complete video or absent, never a partial file. A full disk raises DiskFull naming ``path``."""
-    path = Path(path)
-    atomic_write_bytes(path, encode_mp4(frames, fps), what="a video")
-    return path
 
 
 def video_progress(total: int, done: int, desc: str, disable: bool = False):
@@ -139,18 +110,18 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
         family.check_clip(suite.num_frames, suite.height, suite.width, where=f"suite {suite.name}")
     except FamilyError as e:
         raise EvalError(str(e)) from None
-    if family.image_conditioned and not suite.images:
-        raise EvalError(f"suite {suite.name}: {family.title} is an image-to-video model; give the suite one "
-                        "conditioning image per prompt (images: or images_file:, evals/README.md)")
-    if suite.images and not family.image_conditioned:
-        raise EvalError(f"suite {suite.name} gives images, but {family.title} is a text-to-video model; evaluate it "
-                        "with a suite without images, or pass an image-to-video model")
     pil_images = suite.conditioning_images() if suite.images else None
+    clip = Clip(suite.num_frames, suite.height, suite.width, suite.fps)
+    try:  # the family checks the images (one per prompt for image-to-video, none for text-to-video) and frames them
+        prepared = family.sampling_inputs(pil_images, clip.height, clip.width, len(suite.prompts),
+                                          where=f"suite {suite.name} (images: or images_file:, evals/README.md)")
+    except FamilyError as e:
+        raise EvalError(str(e)) from None
     image_tensors = None
-    if pil_images is not None:
+    if prepared.get("image"):  # first frames are scored against the image as the pipeline got it
         from workbench.metrics.image_fidelity import conditioning_image_tensor
 
-        image_tensors = [conditioning_image_tensor(im, suite.height, suite.width) for im in pil_images]
+        image_tensors = [conditioning_image_tensor(im, clip.height, clip.width) for im in prepared["image"]]
     max_len = family.text_len
     total = sum(len(c) for c in chunks)
     finished = sum((i, s) in done for c in chunks for i, _, s in c)
@@ -161,18 +132,15 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
             todo = [(i, s) not in done for i, _, s in chunk]
             if not any(todo):
                 continue
-            generators = [torch.Generator("cpu").manual_seed(seed) for _, _, seed in chunk]
             prompts = [p for _, p, _ in chunk]
-            # the image of each video's prompt (CogVideoXImageToVideoPipeline takes one per prompt)
-            extra = {"image": [pil_images[i] for i, _, _ in chunk]} if pil_images is not None else {}
             with approximation(pipe, suite.approximate), context():  # fresh lever state each call, removed after
-                text = (dict(prompt=prompts) if embeddings is None else
+                text = (None if embeddings is None else
                         prompt_embeddings(pipe, prompts, embeddings, max_len, suite.guidance_scale > 1))
-                out = pipe(**text, num_videos_per_prompt=1, generator=generators,
-                           num_frames=suite.num_frames, height=suite.height, width=suite.width,
-                           num_inference_steps=suite.num_inference_steps, guidance_scale=suite.guidance_scale,
-                           max_sequence_length=max_len, output_type="pt", **extra)
-            frames = out.frames.float().clamp(0, 1).cpu()
+                # the image of each video's prompt (CogVideoXImageToVideoPipeline takes one per prompt)
+                frames = render_videos(pipe, family, prompts, [s for _, _, s in chunk], clip,
+                                       steps=suite.num_inference_steps, guidance=suite.guidance_scale,
+                                       images=[pil_images[i] for i, _, _ in chunk] if pil_images else None, text=text,
+                                       where=f"suite {suite.name}")
             paths: list[Path | None] = [None] * len(chunk)
             if out_dir is not None:
                 for k, (i, _, seed) in enumerate(chunk):

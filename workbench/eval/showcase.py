@@ -41,9 +41,10 @@ def side_by_side(eval_dir: str | Path, out_dir: str | Path, fps: float = 8.0, ma
     """``grid.png`` (a row per video: base first/middle/last frame | fine-tuned first/middle/last frame) and
     ``side_by_side.mp4`` (each video as base | fine-tuned, one after the other) from the mp4s an
     evaluation with ``compare_base`` wrote (its results.json names them)."""
-    import imageio.v2 as imageio
     import numpy as np
     from PIL import Image, ImageDraw
+
+    from workbench.common import read_video, write_video
 
     eval_dir, out = Path(eval_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,8 +52,7 @@ def side_by_side(eval_dir: str | Path, out_dir: str | Path, fps: float = 8.0, ma
     rows = rows[:max_videos]
     if not rows:
         raise ValueError(f"{eval_dir}: no base videos in results.json; evaluate with compare_base")
-    pairs = [(np.stack(imageio.mimread(eval_dir / r["base_path"])), np.stack(imageio.mimread(eval_dir / r["path"])))
-             for r in rows]
+    pairs = [(read_video(eval_dir / r["base_path"]), read_video(eval_dir / r["path"])) for r in rows]
     gap = 4
     grid_rows = []
     for base, tuned in pairs:
@@ -71,11 +71,10 @@ def side_by_side(eval_dir: str | Path, out_dir: str | Path, fps: float = 8.0, ma
     image.save(png)
 
     mp4 = out / "side_by_side.mp4"
-    with imageio.get_writer(str(mp4), fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                            ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as writer:
-        for base, tuned in pairs:
-            sep = np.full((base.shape[1], gap, 3), 255, np.uint8)
-            for i in range(min(len(base), len(tuned))):
-                writer.append_data(np.concatenate([base[i][..., :3], sep, tuned[i][..., :3]], axis=1))
+    frames = []
+    for base, tuned in pairs:
+        sep = np.full((base.shape[1], gap, 3), 255, np.uint8)
+        frames += [np.concatenate([base[i], sep, tuned[i]], axis=1) for i in range(min(len(base), len(tuned)))]
+    write_video(mp4, np.stack(frames), fps, crf=10)
     (out / "prompts.txt").write_text("".join(f"{i:02d} seed {r['seed']}: {r['prompt']}\n" for i, r in enumerate(rows)))
     return {"png": png, "mp4": mp4}

@@ -42,8 +42,9 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
         meta["base_model"] = hub_base
     meta["library_name"] = "diffusers"
     meta.update(license_meta or {"license": "other"})
-    meta["pipeline_tag"] = "text-to-video"
-    meta["tags"] = ["text-to-video", "cogvideox", family.name, mode, "diffusers-training"]
+    usage = family.card_usage()  # the family's task, image argument and image preparation
+    meta["pipeline_tag"] = usage["task"]
+    meta["tags"] = [usage["task"], "cogvideox", family.name, mode, "diffusers-training"]
     # A local base directory means nothing to someone who downloads the card: name a placeholder and say
     # what it stands for (pass --base-model-id to name the hub model it is a copy of).
     base_ref = hub_base or "PATH/TO/BASE_MODEL"
@@ -51,7 +52,7 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
 
     kind = "LoRA adapter" if mode == "lora" else "Full fine-tune"
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {title}", "",
-             f"{kind} of {base_link} for {'image-to-video' if family.image_conditioned else 'text-to-video'}, "
+             f"{kind} of {base_link} for {usage['task']}, "
              "trained with cogvideox-workbench.", ""]
     if license_meta is None:
         lines += ["License: `other`: the base model's license is not known to the exporter; state it "
@@ -72,14 +73,19 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
 
     clip = family.native
     pipeline = family.pipeline_class
-    image_arg = "image=load_image(\"first_frame.png\"), " if family.image_conditioned else ""
-    call = (f'video = pipe({image_arg}prompt="a red circle moving from left to right", num_frames={clip.num_frames}, '
+    prepare = (f'image = prepare_image(load_image("first_frame.png"), {clip.height}, {clip.width})\n'
+               if usage["prepare"] else "")
+    call = (prepare + f'video = pipe({usage["image_arg"]}prompt="a red circle moving from left to right", '
+            f'num_frames={clip.num_frames}, '
             f'height={clip.height}, width={clip.width},\n'
             f'             num_inference_steps=50, guidance_scale=6.0, max_sequence_length={family.text_len}).frames[0]\n'
             f'export_to_video(video, "video.mp4", fps={clip.fps:g})')
-    utils = "export_to_video, load_image" if family.image_conditioned else "export_to_video"
-    head = f"import torch\nfrom diffusers import {pipeline}\nfrom diffusers.utils import {utils}\n\n"
+    head = f"import torch\nfrom diffusers import {pipeline}\nfrom diffusers.utils import {usage['utils']}\n\n"
     lines += ["## Usage", ""]
+    if usage["prepare"]:
+        lines += ["The model was trained on images framed as its clips were: scaled to cover the clip keeping their "
+                  "aspect ratio, then centre-cropped. The pipeline's own preprocessing stretches an image to the "
+                  "clip instead, so frame yours first:", "", "```python", usage["prepare"].strip(), "```", ""]
     if merged:
         lines += ["```python", head + f'pipe = {pipeline}.from_pretrained("{load_from}", '
                   f"torch_dtype=torch.bfloat16).to(\"cuda\")\n" + call, "```", ""]
@@ -93,8 +99,8 @@ def model_card(*, mode: str, merged: bool, base_model: str, base_model_id: str |
             lines += [f"`PATH/TO/BASE_MODEL`: the base model was the local directory `{base_model}`; replace the "
                       "placeholder with your copy of it, or with its hub id.", ""]
     model_args = load_from if merged else f"{base_ref} --lora {load_from}"
-    image_opt = " --image first_frame.png" if family.image_conditioned else ""
-    lines += [f'With the workbench: `workbench generate --model {model_args}{image_opt} --prompt "..." --out video.mp4`.',
+    lines += [f'With the workbench: `workbench generate --model {model_args}{usage["generate_option"]} --prompt "..." '
+              '--out video.mp4` (it frames the image the same way).',
               ""]
 
     lines += ["## Evaluation", ""]

@@ -7,11 +7,10 @@ code runs inside the pipeline, so what this renders is what a diffusers user get
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
-from workbench.common import ImageUnreadable, UserError, first_line, open_rgb_image, torch_dtype
+from workbench.common import ImageUnreadable, UserError, first_line, open_rgb_image, torch_dtype, write_video
 
 
 class GenerateError(UserError):
@@ -92,46 +91,54 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
     """Render ``prompt`` to ``out`` (mp4). Frames, size and fps default to the model family's native clip (49
     frames at 8 fps, 480x720 for CogVideoX-2B and 5B; 81 frames at 16 fps, 768x1360 for CogVideoX1.5-5B).
     ``image``: the first frame an image-to-video model animates (required for those, refused for the others)."""
-    import torch
-    from diffusers.utils import export_to_video
 
     from workbench.model.families import FamilyError, family_of_model
     from workbench.model.loading import check_model_source
 
-    try:  # the clip is checked against the model's family (read from its configs) before any weight loads
+    try:  # the clip and the image are checked against the model's family (read from its configs) before any
+        # weight loads
         check_model_source(model)
         family = family_of_model(model)
-        frames, height, width, fps = dataclasses.astuple(family.clip(frames, height, width, fps or "auto"))
-        family.check_clip(frames, height, width)
-        extra = {"image": load_conditioning_image(image, family, "--image")} if family.image_conditioned else {}
-        if image is not None and not family.image_conditioned:
-            raise GenerateError(f"--image {image}: {model} is a {family.title} model (text-to-video); leave --image "
-                                "out, or pass an image-to-video model")
+        clip = family.clip(frames, height, width, fps or "auto")
+        family.check_clip(clip.num_frames, clip.height, clip.width)
+        images = [load_conditioning_image(image, "--image")] if image is not None else None
+        family.sampling_inputs(images, clip.height, clip.width, 1, where="--image")
     except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
     pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention, family=family)
     pipe.set_progress_bar_config(disable=not progress)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    video = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
-                 guidance_scale=guidance, num_frames=frames, height=height, width=width, generator=generator,
-                 max_sequence_length=family.text_len, output_type="np",
-                 attention_kwargs={"scale": lora_scale} if lora is not None else None, **extra).frames[0]
+    video = render_videos(pipe, family, [prompt], [seed], clip, steps=steps, guidance=guidance, images=images,
+                          negative_prompt=negative_prompt,
+                          attention_kwargs={"scale": lora_scale} if lora is not None else None)[0]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix or '.mp4'}")
-    try:
-        export_to_video(list(video), str(tmp), fps=fps)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_video(out, video, clip.fps)
 
 
-def load_conditioning_image(path, family, what: str = "image"):
-    """The image an image-to-video model animates, as a PIL RGB image; one-line errors for a missing or
-    undecodable file (the pipeline resizes it to the clip's size, as diffusers' VideoProcessor does)."""
-    if path is None:
-        raise GenerateError(f"{family.title} is an image-to-video model: pass {what} PATH (the first frame to animate)")
+def render_videos(pipe, family, prompts: list[str], seeds: list[int], clip, *, steps: int, guidance: float,
+                  images: list | None = None, text: dict | None = None, negative_prompt: str | None = None,
+                  generator_device="cpu", attention_kwargs: dict | None = None, where: str = ""):
+    """The one loop that renders videos with a stock pipeline: validation videos, ``workbench generate``, suite
+    evaluation and the shapes world's judge all call it. One video per prompt, each from its own generator
+    seeded with its seed (on ``generator_device``, CPU by default: the same noise on every device), at ``clip``
+    (frames, height, width) with the family's text length; ``images`` (PIL, one per prompt) go through the
+    family (``sampling_inputs``: refused by a text-to-video family, framed as training framed them for an
+    image-to-video one); ``text`` replaces ``prompts`` with precomputed ``prompt_embeds`` (and
+    ``negative_prompt_embeds``). Returns (B, F, C, H, W) float in [0, 1] on the CPU."""
+    import torch
+
+    extra = family.sampling_inputs(images, clip.height, clip.width, len(prompts), where=where)
+    generators = [torch.Generator(generator_device).manual_seed(int(s)) for s in seeds]
+    words = text if text is not None else {"prompt": list(prompts), "negative_prompt": negative_prompt}
+    out = pipe(**words, num_videos_per_prompt=1, generator=generators, num_frames=clip.num_frames,
+               height=clip.height, width=clip.width, num_inference_steps=steps, guidance_scale=guidance,
+               max_sequence_length=family.text_len, output_type="pt", attention_kwargs=attention_kwargs, **extra)
+    return out.frames.float().clamp(0, 1).cpu()
+
+
+def load_conditioning_image(path, what: str = "image"):
+    """The image an image-to-video model animates, as a PIL RGB image as the file holds it (``render_videos``
+    frames it to the clip); one-line errors for a missing or undecodable file."""
     try:
         return open_rgb_image(path)
     except FileNotFoundError:

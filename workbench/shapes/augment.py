@@ -197,23 +197,17 @@ def augment(video: torch.Tensor, generator: torch.Generator, *, chroma_p: float 
     return x.permute(0, 2, 1, 3, 4)
 
 
-def mp4_roundtrip(frames: np.ndarray, fps: int = 8) -> np.ndarray | None:
-    """(F, H, W, 3) uint8 through an H.264 yuv420p mp4 (imageio-ffmpeg, as the project writes videos) and
-    back; None when imageio-ffmpeg is not installed."""
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        return None
+def mp4_roundtrip(frames: np.ndarray, fps: int = 8) -> np.ndarray:
+    """(F, H, W, 3) uint8 through an H.264 yuv420p mp4 (the package's one writer, at the sample data's quality)
+    and back."""
     import tempfile
 
+    from workbench.common import read_video, write_video
+    from workbench.shapes.sample_dataset import SAMPLE_CRF
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clip.mp4"
-        with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                                ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as w:
-            for f in frames:
-                w.append_data(f)
-        out = np.stack(list(imageio.mimread(str(path), memtest=False)))
+        path = write_video(Path(tmp) / "clip.mp4", frames, fps, crf=SAMPLE_CRF)
+        out = read_video(path)
     return out[: len(frames)]
 
 

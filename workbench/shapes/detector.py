@@ -151,7 +151,7 @@ def _features(module, videos: torch.Tensor, batch_size: int = 64) -> torch.Tenso
 def evaluate_detector(module, train_pool, heldout_pool, *, seed: int, mp4_clips: int = 32) -> dict:
     """Held-out accuracy per head of the saved (TorchScript) module, called with StyleGAN-V's kwargs on
     uint8 input of the clips' first 16 frames, as FVD feeds it: on clean clips, augmented clips, clips
-    through an H.264 yuv420p mp4 (when imageio-ffmpeg is installed) and clips at 128x128 (``resize``);
+    through an H.264 yuv420p mp4 (the package's writer) and clips at 128x128 (``resize``);
     plus FVD (these features, the project's Frechet distance) of held-out clips against training clips,
     and of blurred and frozen (first frame repeated) held-out clips against them: a sanity check
     that the features see quality and motion."""
@@ -213,7 +213,7 @@ def train_detector(
     loss: cross-entropy of each head + ``aux_weight`` x MSE of the size/speed/offset regression.
     AdamW with warm-up and cosine decay; bf16 autocast on CUDA. ``eval_clips`` held-out clips (another
     seed) measure the saved module; ``mp4_clips`` of them also go through an H.264 mp4 when
-    imageio-ffmpeg is installed (0: skip).
+    the writer is available (0: skip).
     """
     t0 = time.perf_counter()
     device = resolve_device(device)

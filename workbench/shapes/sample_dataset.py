@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.common import write_video
 from workbench.shapes.world import DOMAINS, Scene, SceneSampler, render
 
 DATASET_CARD = """---
@@ -30,14 +31,12 @@ Layout: `metadata.jsonl` with `file_name` and `caption` (see datasets/README.md)
 """
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    """H.264 mp4 through imageio-ffmpeg (its bundled ffmpeg)."""
-    import imageio.v2 as imageio
+SAMPLE_CRF = 10  # the sample clips' quality (what imageio's quality=8 meant when they were written through it)
 
-    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                            ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p"]) as w:
-        for frame in frames:
-            w.append_data(frame)
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """A shapes-world clip (F, H, W, 3) uint8 as H.264 mp4: the package's one writer (in-process, atomic)."""
+    write_video(path, frames, fps, crf=SAMPLE_CRF)
 
 
 def write_shapes_dataset(out_dir: str | Path, scenes: list[Scene], *, num_frames: int, fps: float, height: int,
@@ -50,7 +49,7 @@ def write_shapes_dataset(out_dir: str | Path, scenes: list[Scene], *, num_frames
     def one(i: int) -> None:
         write_mp4(out / names[i], render(scenes[i], num_frames, height, width), fps)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # each write is an ffmpeg subprocess
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # in-process encodes: no subprocess from a thread
         list(pool.map(one, range(len(scenes))))
     (out / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "caption": s.caption}) + "\n"
                                                 for n, s in zip(names, scenes)))

@@ -9,7 +9,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from workbench.common import atomic_write_text, writing
+from workbench.common import atomic_write_text, write_video
+from workbench.model.families import Clip
+from workbench.model.pipeline import render_videos
 from workbench.tracking.runs import mlflow_logger, run_dir
 
 
@@ -39,25 +41,16 @@ class ValidationVideos(L.Callback):
         pl_module.family.check_clip(**self.clip, where="ValidationVideos")
         self._pil = self.conditioning_images(pl_module.family)
 
-    def conditioning_images(self, family) -> list:
-        """The images an image-to-video model's validation videos start from (one per prompt), checked when
-        training starts; a text-to-video family takes none."""
-        from workbench.common import UserError
+    def conditioning_images(self, family) -> list | None:
+        """The images the validation videos start from (one per prompt, PIL), checked against the family when
+        training starts (``sampling_inputs``: an image-to-video family needs one per prompt, a text-to-video one
+        takes none)."""
         from workbench.model.pipeline import load_conditioning_image
 
-        if not family.image_conditioned:
-            if self.images:
-                raise UserError(f"ValidationVideos: images are for image-to-video models; {family.title} is "
-                                "text-to-video: remove init_args.images")
-            return []
-        if not self.images or len(self.images) != len(self.prompts):
-            raise UserError(f"ValidationVideos: {family.title} is an image-to-video model: set init_args.images, one "
-                            f"image per prompt ({len(self.prompts)} prompts, {len(self.images or [])} images)")
-        return [load_conditioning_image(p, family, "ValidationVideos images:") for p in self.images]
-
-    @property
-    def kwargs(self) -> dict:
-        return dict(num_inference_steps=self.steps, guidance_scale=self.guidance_scale, **self.clip)
+        images = [load_conditioning_image(p, "ValidationVideos init_args.images:") for p in self.images or []] or None
+        family.sampling_inputs(images, self.clip["height"], self.clip["width"], len(self.prompts),
+                               where="ValidationVideos init_args.images")
+        return images
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -66,26 +59,18 @@ class ValidationVideos(L.Callback):
         self._validations += 1
         if (self._validations - 1) % self.every:
             return
-        from diffusers.utils import export_to_video
-
         out = run_dir(trainer) / "samples" / f"step_{trainer.global_step:06d}"
         out.mkdir(parents=True, exist_ok=True)
+        clip = Clip(fps=self.fps, **self.clip)
         with pl_module.sampling_pipeline() as pipe:
             for i, prompt in enumerate(self.prompts):
                 if i % trainer.world_size != trainer.global_rank:
                     continue
-                g = torch.Generator(pl_module.device).manual_seed(self.seed + i)
                 with trainer.precision_plugin.forward_context():
-                    extra = {"image": self._pil[i]} if self._pil else {}
-                    frames = pipe(prompt=prompt, generator=g, output_type="np",
-                                  max_sequence_length=pl_module.max_text_len, **self.kwargs, **extra).frames[0]
-                path = out / f"{i:02d}.mp4"
-                try:
-                    with writing(path, None, "a validation video"):  # a full disk: DiskFull, one line
-                        export_to_video(list(frames), str(path), fps=self.fps)
-                except BaseException:
-                    path.unlink(missing_ok=True)  # never a truncated video under its name
-                    raise
+                    frames = render_videos(pipe, pl_module.family, [prompt], [self.seed + i], clip, steps=self.steps,
+                                           guidance=self.guidance_scale, images=[self._pil[i]] if self._pil else None,
+                                           generator_device=pl_module.device, where="ValidationVideos")[0]
+                write_video(out / f"{i:02d}.mp4", frames, self.fps)  # atomic; a full disk: DiskFull, one line
         trainer.strategy.barrier("ValidationVideos")
         self.last_paths = sorted(out.glob("*.mp4"))
         if not trainer.is_global_zero:

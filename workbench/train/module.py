@@ -25,7 +25,6 @@ from workbench.common import torch_dtype
 from workbench.model.adapters import add_lora
 from workbench.model.attention import set_attention
 from workbench.model.families import ModelFamily, family_of_configs
-from workbench.model.families.image_to_video import clip_generators
 from workbench.model.loading import CogVideoXComponents, absolute_if_local, freeze, load_components
 from workbench.model.objective import diffusion_loss
 from workbench.model.speed import compile_blocks, enable_partial_checkpointing
@@ -356,8 +355,7 @@ class CogVideoXModule(L.LightningModule):
             raise RuntimeError("this batch holds raw videos but encoders='offload' left the VAE and T5 "
                                "unloaded: train from a cache (`workbench prepare`, data.cache) or set "
                                "model.encoders=device")
-        generators = clip_generators(batch["id"]) if self.family.image_conditioned else None
-        return self.family.encode_clips(self.vae, batch["video"], images=batch.get("image"), generators=generators)
+        return self.family.encode_clips(self.vae, batch["video"], images=batch.get("image"), ids=batch["id"])
 
     def per_sample_generators(self, batch_size: int, *key: int) -> list[torch.Generator]:
         """One CPU generator per sample, seeded by (noise_seed, key, position in the global batch).
@@ -399,24 +397,6 @@ class CogVideoXModule(L.LightningModule):
         latents = self.sample_moments(moments, generators) * self.family.scaling_factor
         return self.family.pad_latent_frames(latents.permute(0, 2, 1, 3, 4)).contiguous()
 
-    def draw_image_latents(self, encoded: dict, generators: list[torch.Generator], latent_frames: int,
-                           train: bool) -> torch.Tensor:
-        """An image-to-video family's image latents (B, F', C, H, W): a draw of the noised image's latent
-        distribution (per clip: as encoded; per step: the clean image noised and encoded now), scaled and
-        zero-padded as the stock pipeline builds them; zeros for a sample dropped (``image_dropout``)."""
-        if self.image.noise == "per_step":
-            if self.vae is None:
-                raise RuntimeError("image_noise='per_step' needs the VAE on the device (encoders: device)")
-            with torch.no_grad():
-                image_dist = self.family.encode_images(self.vae, encoded["image"], generators)
-        else:
-            image_dist = encoded["image_latent_dist"]
-        latents = self.family.image_latents(self.sample_moments(image_dist, generators), latent_frames)
-        if train and self.image.dropout > 0:
-            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < self.image.dropout
-            latents = torch.where(drop.view(-1, 1, 1, 1, 1).to(latents.device), torch.zeros_like(latents), latents)
-        return latents
-
     def prompt_embeddings(self, batch: dict, drop: torch.Tensor) -> torch.Tensor:
         """T5 embeddings of the captions (cached or computed), the empty prompt where ``drop``."""
         if "prompt_embeds" in batch:
@@ -450,9 +430,12 @@ class CogVideoXModule(L.LightningModule):
         if prompt_embeds is None:
             prompt_embeds = self.prompt_embeddings(batch, drop)
         prompt_embeds = prompt_embeds.to(latents.dtype)  # a cache may hold them in another dtype (prepare --dtype)
-        image_latents = None
-        if self.family.image_conditioned:  # drawn after every text-to-video draw: those stay as they were
-            image_latents = self.draw_image_latents(encoded, generators, latents.shape[1], train).to(latents.dtype)
+        # the family's conditioning beyond text (an I2V family's image latents; None for text-to-video), drawn
+        # after every other draw of the step
+        image_latents = self.family.training_conditioning(encoded, self.sample_moments, generators, latents.shape[1],
+                                                          train, settings=self.image, vae=self.vae)
+        if image_latents is not None:
+            image_latents = image_latents.to(latents.dtype)
         with self.attention_kernel():
             return diffusion_loss(self.transformer, self.components.scheduler, latents, prompt_embeds,
                                   noise=noise, timesteps=timesteps, family=self.family, image_latents=image_latents)

@@ -97,13 +97,31 @@ class ModelFamily:
         return int(self.transformer_config["max_text_seq_length"])
 
     # -- encoding (training from raw video, the cache, validation: one code path) --------------------------
-    def encode_clips(self, vae, videos, images=None, generators=None) -> dict:
+    def encode_clips(self, vae, videos, images=None, ids=None) -> dict:
         """The named tensors a batch of clips (B, C, F, H, W in [-1, 1]) is stored as in the cache and read as in
         training: the VAE's latent distribution (mean and log-variance, 2C channels), so a cached sample draws a
         fresh latent every step as a raw one does. A family that conditions on more (an image: ``images``
-        (B, C, H, W), default each clip's first frame; ``generators``, one per clip, for its noise) adds its
-        tensors."""
+        (B, C, H, W), default each clip's first frame; ``ids``, each clip's identity, which seeds its noise) adds
+        its tensors; a text-to-video family ignores both."""
         return {"latent_dist": vae.encode(videos.to(vae.dtype)).latent_dist.parameters}
+
+    def training_conditioning(self, encoded: dict, sample, generators, latent_frames: int, train: bool,
+                              settings=None, vae=None):
+        """What the transformer takes besides the noisy latents and the text, drawn for a training or validation
+        step from ``encoded`` (``encode_clips``' tensors) with ``sample`` (a latent distribution -> a draw) and
+        the per-sample ``generators``, after every other draw of the step: None for a text-to-video family (it
+        draws nothing, so its steps are what they always were); an image-to-video family's image latents."""
+        return None
+
+    # -- sampling: what every path that renders a video passes the stock pipeline (model/pipeline.render_videos)
+    def sampling_inputs(self, images, height: int, width: int, count: int, where: str = "") -> dict:
+        """The pipeline arguments besides the prompt and the clip, for ``count`` prompts with ``images`` (PIL, one
+        per prompt, or None): a text-to-video family takes no image (FamilyError, one line)."""
+        if images:
+            at = f"{where}: " if where else ""
+            raise FamilyError(f"{at}{self.title} is a text-to-video model and takes no conditioning image: leave the "
+                              "images out, or use an image-to-video model")
+        return {}
 
     # -- image conditioning (image-to-video families override; see image_to_video.py) ----------------
     def transformer_inputs(self, noisy, image_latents=None) -> dict:
@@ -143,6 +161,12 @@ class ModelFamily:
         return None
 
     # -- export --------------------------------------------------------------------------------------
+    def card_usage(self) -> dict[str, str]:
+        """What a model card's usage snippets need: the task, the pipeline's image argument and imports, the
+        ``workbench generate`` option (empty for text-to-video) and how to prepare the image."""
+        return {"task": "text-to-video", "image_arg": "", "utils": "export_to_video", "generate_option": "",
+                "prepare": ""}
+
     def card_facts(self) -> dict[str, str]:
         """What a model card says about the base model."""
         return {"family": self.title, "pipeline": self.pipeline_class, "native clip": str(self.native),

@@ -32,6 +32,21 @@ import zlib
 
 import torch
 
+# How a stock-diffusers user frames the image as training did (workbench.model.framing.prepare_image): the
+# pipeline's own preprocessing stretches it to the clip instead.
+PREPARE_SNIPPET = """def prepare_image(image, height, width):
+    # scale to cover the clip keeping the aspect ratio, then crop the centre, as the training clips were framed
+    import torch, numpy as np
+    from PIL import Image
+    x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float()
+    scale = max(height / x.shape[2], width / x.shape[3])
+    h, w = max(height, round(x.shape[2] * scale)), max(width, round(x.shape[3] * scale))
+    if (h, w) != tuple(x.shape[2:]):
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (h - height) // 2, (w - width) // 2
+    x = x[0, :, top:top + height, left:left + width].round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).numpy())
+"""
 IMAGE_NOISE_LOG_SIGMA = (-3.0, 0.5)  # sigma = exp(N(mean, std)): the diffusers example and the CogVideo repo
 OFS = 2.0  # what CogVideoXImageToVideoPipeline passes as ``ofs`` when the transformer has an ofs embedding
 
@@ -64,17 +79,57 @@ class ImageToVideo:
         noisy = self.noised_images(images, generators).to(vae.device, vae.dtype)
         return vae.encode(noisy.unsqueeze(2)).latent_dist.parameters
 
-    def encode_clips(self, vae, videos, images=None, generators=None) -> dict:
+    def encode_clips(self, vae, videos, images=None, ids=None) -> dict:
         """The clip's latent distribution, its conditioning image (``images``, else the clip's first frame) as
-        ``image`` (C, H, W in [-1, 1]) and the latent distribution of that image noised once (``per_clip``:
-        ``generators`` seeded per clip) as ``image_latent_dist``."""
+        ``image`` (C, H, W in [-1, 1]) and the latent distribution of that image noised once (``per_clip``: the
+        noise seeded by each clip's id, ``clip_generators``) as ``image_latent_dist``."""
         out = super().encode_clips(vae, videos)
         images = videos[:, :, 0] if images is None else images
-        if generators is None:
-            raise ValueError("image-to-video encoding needs one generator per clip (clip_generators)")
+        if ids is None or len(ids) != len(videos):
+            raise ValueError("image-to-video encoding needs each clip's id (it seeds the clip's image noise)")
         out["image"] = images.to(torch.float32)
-        out["image_latent_dist"] = self.encode_images(vae, images, generators)
+        out["image_latent_dist"] = self.encode_images(vae, images, clip_generators(ids))
         return out
+
+    def training_conditioning(self, encoded: dict, sample, generators, latent_frames: int, train: bool,
+                              settings=None, vae=None):
+        """The image latents (B, F', C, H, W) of a step: a draw of the noised image's latent distribution (per
+        clip: as encoded; per step, ``settings.noise == "per_step"``: the clean image noised and encoded now with
+        ``vae``), scaled and zero-padded as the stock pipeline builds them; zeros for a sample dropped
+        (``settings.dropout``, training only)."""
+        noise = getattr(settings, "noise", "per_clip")
+        dropout = getattr(settings, "dropout", 0.0)
+        if noise == "per_step":
+            if vae is None:
+                raise RuntimeError("image_noise='per_step' needs the VAE on the device (encoders: device)")
+            with torch.no_grad():
+                image_dist = self.encode_images(vae, encoded["image"], generators)
+        else:
+            image_dist = encoded["image_latent_dist"]
+        latents = self.image_latents(sample(image_dist, generators), latent_frames)
+        if train and dropout > 0:
+            drop = torch.stack([torch.rand((), generator=g) for g in generators]) < dropout
+            latents = torch.where(drop.view(-1, 1, 1, 1, 1).to(latents.device), torch.zeros_like(latents), latents)
+        return latents
+
+    def sampling_inputs(self, images, height: int, width: int, count: int, where: str = "") -> dict:
+        """``image``: each prompt's image framed as training frames it (workbench.model.framing.prepare_image:
+        cover-resize, centre crop, 8 bits), so the pipeline, whose own preprocessing would stretch it, samples
+        from the pixels training conditioned on. One image per prompt, else FamilyError (one line)."""
+        from workbench.model.families.base import FamilyError
+        from workbench.model.framing import prepare_image
+
+        if not images or len(images) != count:
+            at = f"{where}: " if where else ""
+            raise FamilyError(f"{at}{self.title} is an image-to-video model: give one conditioning image per prompt "
+                              f"({count} prompt{'s' * (count != 1)}, {len(images or [])} image"
+                              f"{'s' * (len(images or []) != 1)})")
+        return {"image": [prepare_image(im, height, width) for im in images]}
+
+    def card_usage(self) -> dict[str, str]:
+        return {"task": "image-to-video", "image_arg": "image=image, ", "utils": "export_to_video, load_image",
+                "generate_option": " --image first_frame.png",
+                "prepare": PREPARE_SNIPPET}
 
     def scale_image_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """As the pipeline: multiplied by the scaling factor, or divided by it with ``invert_scale_latents``."""

@@ -60,13 +60,13 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
         if key.buckets:
             info = probe(path)
             size = key.buckets[nearest_bucket(info.height, info.width, list(key.buckets))]
-        video = load_clip(path, num_frames, size[0], size[1], fps)
+        video = load_clip(path, num_frames, size[0], size[1], fps, entry.start, entry.end)
         # the row's image (else the family takes the clip's first frame, if it conditions on one), framed as raw
-        # training frames it; an image-to-video family noises it once, seeded by the clip's id (per_clip)
+        # training frames it; an image-to-video family noises it once, seeded by the sample's key (per_clip)
         image = None
         if entry.image is not None:
             image = load_image(entry, Path(root), size[0], size[1]).unsqueeze(0).to(device, dtype_)
-        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), images=image, ids=[entry.file_name])
+        tensors = family.encode_clips(vae, video.unsqueeze(0).to(device, dtype_), images=image, ids=[entry.key])
         return {**{k: v[0] for k, v in tensors.items()}, "prompt_embeds": embed(entry.caption), "size": size}
 
     return encode_entries(cache_dir, root, key, encode, lambda: embed(""), rank=rank, world_size=world_size,

@@ -176,7 +176,12 @@ def check_captioner(captioner: str) -> str:
 
         from workbench.model.loading import check_hub_model
 
-        check_hub_model(captioner, "config.json")
+        try:
+            check_hub_model(captioner, "config.json")
+        except UserError:
+            raise CaptionError(f"{captioner}: no such local folder, and as a hub id it is not in the local cache "
+                               f"while the hub cannot be reached (offline): download it first (`hf download "
+                               f"{captioner}`) or pass a local Qwen2.5-VL folder") from None
         cached = try_to_load_from_cache(captioner, "config.json")
         model_type = json.loads(Path(cached).read_text()).get("model_type") if isinstance(cached, str) else None
     else:

@@ -187,6 +187,9 @@ def check_captioner(captioner: str) -> str:
     else:
         raise CaptionError(f"{captioner}: no such captioner folder; pass a local Qwen2.5-VL folder or a hub id such "
                            f"as {DEFAULT_CAPTIONER}")
+    if not model_type and local.is_dir():
+        raise CaptionError(f"{captioner}: config.json names no model_type, so it is not a transformers captioner; "
+                           f"pass a Qwen2.5-VL checkpoint folder or hub id such as {DEFAULT_CAPTIONER}")
     if model_type is not None and model_type not in SUPPORTED_TYPES:
         raise CaptionError(f"{captioner}: a '{model_type}' model; the captioner must be a Qwen2-VL, Qwen2.5-VL or "
                            f"Qwen3-VL checkpoint (CogVLM2-Caption: see datasets/README.md, Captioning)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ def _rows(root: Path) -> list[dict]:
     return [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_fills_missing_captions_and_leaves_user_captions(tmp_path, captioner):
     root = _dataset(tmp_path / "data", 3, uncaptioned=(0, 1))
     before = _rows(root)
@@ -66,6 +66,7 @@ def test_fills_missing_captions_and_leaves_user_captions(tmp_path, captioner):
     assert _rows(root) == after and not again.captioned and again.skipped == 3
 
 
+@pytest.mark.slow
 def test_resumes_after_a_kill(tmp_path, captioner):
     root = _dataset(tmp_path / "data", 6, uncaptioned=(0, 1, 2, 4, 5))
     user = _rows(root)[3]
@@ -89,7 +90,6 @@ def test_resumes_after_a_kill(tmp_path, captioner):
     killed = _rows(root)
     done = [r for r in killed if "caption_source" in r]
     assert 1 <= len(done) < 5, "killed after its first caption, before its last"
-    assert not list(root.glob(".*.tmp")) or all(os.path.getsize(p) >= 0 for p in root.glob(".*.tmp"))
 
     resumed = run_cli(["data", "caption", str(root), "--captioner", str(captioner), *FAST], cwd=tmp_path)
     rows = _rows(root)

@@ -1,4 +1,5 @@
-"""``workbench data check ROOT`` (read every sample and report problems) and ``workbench data sample OUT``."""
+"""``workbench data check ROOT`` (read every sample and report problems), ``workbench data caption ROOT`` (fill
+missing captions with a vision-language model) and ``workbench data sample OUT``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,30 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before a decode counts as hung")
     p.set_defaults(func=run_check)
 
+    p = sub.add_parser(
+        "caption", help="caption a dataset's clips with a vision-language model (Qwen2.5-VL); fills empty captions",
+        description="Fill the captions a dataset's manifest lacks with a Qwen2-VL / Qwen2.5-VL / Qwen3-VL captioner, "
+        "each written to the manifest atomically as it finishes (a rerun goes on where a stopped one ended; the "
+        "original is kept as NAME.orig); captions already there stay unless --overwrite. Each caption is measured "
+        "with the CogVideoX T5 tokenizer against the family's 226 tokens. datasets/README.md, Captioning.")
+    p.add_argument("root", help="dataset folder (metadata.jsonl, metadata.csv or prompts.txt + videos.txt)")
+    p.add_argument("--captioner", default=None, help="hub id or local folder of the captioner (default "
+                   "Qwen/Qwen2.5-VL-7B-Instruct)")
+    p.add_argument("--prompt", default=None, help="the instruction (default: a dense one-paragraph description in "
+                   "the style of CogVideoX's training captions)")
+    p.add_argument("--prefix", default="", help="text put before every new caption (a trigger word)")
+    p.add_argument("--overwrite", action="store_true", help="caption every clip, replacing the captions there")
+    p.add_argument("--frames", type=int, default=8, help="frames shown per clip, evenly spaced (default 8)")
+    p.add_argument("--max-side", type=int, default=448, help="frames downsized to this longer side (default 448)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per generate call (default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=160, help="tokens a caption may have (default 160)")
+    p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: cuda when there is one)")
+    p.add_argument("--dtype", default="auto", help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)")
+    p.add_argument("--model", help="CogVideoX model (local dir or hub id) whose T5 tokenizer measures the captions "
+                   "(default THUDM/CogVideoX-2b)")
+    p.add_argument("--max-text-len", type=int, help="tokens the model reads (default: the model family's, 226)")
+    p.set_defaults(func=run_caption)
+
 
 def run_sample(ns: argparse.Namespace) -> int:
     from workbench.shapes.sample_dataset import make_sample_dataset
@@ -94,3 +119,16 @@ def run_check(ns: argparse.Namespace) -> int:
     print(safe_text(report.to_markdown(max_issues=30)))
     print(f"report: {path} (and report.md)")
     return 0 if report.ok else 1
+
+
+def run_caption(ns: argparse.Namespace) -> int:
+    """0 every clip captioned (or already was), 1 some could not be, 2 usage errors."""
+    from workbench.curate.caption import DEFAULT_CAPTIONER, DEFAULT_PROMPT, caption_dataset
+
+    summary, max_text_len = caption_dataset(
+        ns.root, ns.captioner or DEFAULT_CAPTIONER, prompt=DEFAULT_PROMPT if ns.prompt is None else ns.prompt,
+        prefix=ns.prefix, overwrite=ns.overwrite, frames=ns.frames, max_side=ns.max_side, batch_size=ns.batch_size,
+        max_new_tokens=ns.max_new_tokens, device=ns.device, dtype=ns.dtype, model=ns.model,
+        max_text_len=ns.max_text_len, warn=lambda line: print(line, file=sys.stderr))
+    print("\n".join(summary.lines(max_text_len)))
+    return 1 if summary.failed else 0

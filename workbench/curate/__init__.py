@@ -1,0 +1,1 @@
+"""Curation: turning raw footage into a training set (captioning, splitting)."""

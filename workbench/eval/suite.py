@@ -206,7 +206,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file"}
+# ``review``: what ``workbench review`` asks reviewers beyond "which is better" (``criteria:``, a list of questions);
+# read by workbench/review/session.py from the suite file, not by the evaluation
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file", "review"}
 
 
 def _suite_path(value: Any, base: Path, key: str, where: Path) -> Path:
@@ -271,6 +273,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         raise SuiteError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
     base = path.parent
     fields = dict(data)
+    fields.pop("review", None)
     fields.setdefault("name", path.stem)
     prompts = fields.pop("prompts", None) or []
     if not isinstance(prompts, list):

@@ -28,7 +28,10 @@ ALLOWED = {
     "export": {"common", "model", "tracking"},
     # curation (captioning, splitting): reads and rewrites datasets, measures captions with the model's tokenizer
     "curate": {"common", "model", "data"},
-    "commands": {"common", "model", "data", "metrics", "tracking", "shapes", "train", "eval", "export", "curate"},
+    # user interfaces (the human review's web app): they read what the stages wrote, never a model
+    "review": {"common", "tracking"},
+    "commands": {"common", "model", "data", "metrics", "tracking", "shapes", "train", "eval", "export", "curate",
+                 "review"},
     "cli": {"common", "commands", "console"},
     "console": set(),
     "__init__": set(),

@@ -11,6 +11,7 @@ COMMANDS = (
     ("prepare", "workbench.commands.prepare"),
     ("fit", "workbench.commands.fit"),
     ("eval", "workbench.commands.evaluate"),
+    ("review", "workbench.commands.review"),
     ("export", "workbench.commands.export"),
     ("generate", "workbench.commands.generate"),
     ("tracking", "workbench.commands.tracking"),

@@ -23,7 +23,6 @@ import json
 import time
 from pathlib import Path
 
-SUITES = Path(__file__).resolve().parents[2] / "evals" / "suites"
 FINETUNE_CLIPS = 24  # yellow: every shape x direction, twice
 REPLAY_CLIPS = 8  # red, green, blue: a quarter of the fine-tune data, against forgetting
 REFERENCE_CLIPS = 24  # per domain, not used for training
@@ -71,6 +70,7 @@ def write_quickstart_data(workdir: Path) -> dict[str, Path]:
 def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     """The whole job (see the module doc); returns the summary it prints."""
     from workbench.eval.harness import evaluate
+    from workbench.eval.suite import load_suite, suite_path
     from workbench.export.job import export
     from workbench.shapes.miniature import CLIP_DIR, DETECTOR_PATH, MINIATURE_DIR
     from workbench.eval.showcase import before_after_table, side_by_side
@@ -79,6 +79,9 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     from workbench.train.cli import lightning_cli
     from workbench.train.recipes import recipe_path
 
+    suites = {d: suite_path(f"shapes-{d}") for d in ("held-out", "pretrain")}  # checkout or installed package
+    for suite in suites.values():
+        load_suite(suite)  # a missing suite stops here, not after the fine-tune
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     print("== 1/4 data: yellow shapes (held out of the miniature's pretraining) + replay, reference clips",
@@ -100,7 +103,7 @@ def quickstart(workdir: Path, max_steps: int | None = None) -> dict:
     results = {}
     for domain in ("held-out", "pretrain"):
         results[domain] = evaluate(
-            SUITES / f"shapes-{domain}.yaml", checkpoint, compare_base=True, clip_model=str(CLIP_DIR),
+            suites[domain], checkpoint, compare_base=True, clip_model=str(CLIP_DIR),
             fvd_detector=str(DETECTOR_PATH), reference=str(paths[f"reference/{domain}"]),
             out=workdir / "eval" / logger.run_id / domain, cache_dir=workdir / "fvd-cache",
             tracking_uri=logger.tracking_uri, progress=False)

@@ -206,7 +206,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file"}
+# ``review``: what ``workbench review`` asks reviewers beyond "which is better" (``criteria:``, a list of questions);
+# read by workbench/review/session.py from the suite file, not by the evaluation
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file", "review"}
 
 
 def _suite_path(value: Any, base: Path, key: str, where: Path) -> Path:
@@ -241,15 +243,37 @@ def _read_utf8(path: Path, what: str) -> str:
                          "UTF-8") from None
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # workbench/
+
+
+def suite_folders() -> tuple[Path, ...]:
+    """Where bundled suites are looked up: ./evals/suites, the checkout's evals/suites, the wheel's _suites/."""
+    return (Path.cwd() / "evals" / "suites", _PACKAGE.parent / "evals" / "suites", _PACKAGE / "_suites")
+
+
+def suite_path(name: str | os.PathLike) -> Path:
+    """``name`` as a path if it exists, else the bundled suite of that name (``shapes-held-out`` or
+    ``evals/suites/shapes-held-out.yaml``) from the checkout or the installed package; else ``name`` as given."""
+    direct = Path(name)
+    if direct.is_file():
+        return direct
+    stem = direct.name if direct.suffix in (".yaml", ".yml") else f"{direct.name}.yaml"
+    for folder in suite_folders():
+        if (folder / stem).is_file():
+            return folder / stem
+    return direct
+
+
 def load_suite(path: str | os.PathLike) -> Suite:
     """Read and validate a suite YAML (see evals/README.md for the fields).
 
     Relative paths (reference, fvd_detector, prompts_file, a local clip_model written ``./...`` or
     ``../...``) are resolved against the suite file's folder.
     """
-    path = Path(path)
+    path = suite_path(path)
     if not path.is_file():
-        raise SuiteError(f"{path}: no such suite file (suites live in evals/suites/*.yaml)")
+        raise SuiteError(f"{path}: no such suite file (suites live in evals/suites/*.yaml; bundled: "
+                         f"{', '.join(sorted({p.stem for f in suite_folders() if f.is_dir() for p in f.glob('*.yaml')}))})")
     try:
         data = yaml.safe_load(_read_utf8(path, "suite"))
     except yaml.YAMLError as e:
@@ -271,6 +295,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         raise SuiteError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
     base = path.parent
     fields = dict(data)
+    fields.pop("review", None)
     fields.setdefault("name", path.stem)
     prompts = fields.pop("prompts", None) or []
     if not isinstance(prompts, list):

@@ -263,6 +263,12 @@ class CogVideoXModule(L.LightningModule):
         elif self.vae_config is None:  # the scaling factor is all training from a cache needs of the VAE
             self.vae_config = AutoencoderKLCogVideoX.load_config(hp.model, subfolder="vae")
         self.family = family_of_configs(c.transformer.config, self.vae_config, name=hp.family, where=hp.model)
+        trainer = getattr(self, "_trainer", None)
+        if getattr(getattr(trainer, "strategy", None), "cpu_offload", None) and trainer.strategy.cpu_offload.offload_params:
+            # FSDP's CPU offload moves one wrapped block at a time to the GPU, flattens it and offloads it: a
+            # transformer handed in on the GPU (benchmarks build them there) would stay resident whole, and its fp32
+            # master copy too (full mode). from_pretrained loads on the CPU already.
+            c.transformer.to("cpu")
         if hp.mode == "lora":
             freeze(c.transformer)
             c.transformer.to(frozen)
@@ -275,7 +281,6 @@ class CogVideoXModule(L.LightningModule):
         else:
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
-        trainer = getattr(self, "_trainer", None)
         set_attention(c.transformer, self.speed.attention, trainer.strategy.root_device if trainer is not None else None,
                       compute_dtype=autocast_dtype(trainer.precision) if trainer is not None else None)
         if self.speed.gradient_checkpointing:

@@ -60,7 +60,7 @@ REAL_15 = Size(81, 768, 1360, 16, 226, 4096)  # CogVideoX1.5-5B's native clip
 SMOKE = Size(9, 64, 64, 4, 32, 32)  # the tiny random model of workbench.model.tiny
 SIZE = REAL
 DEVICE = "cuda"
-FAMILY_SIZE = {"1.5": REAL_15}  # the other families train at REAL
+FAMILY_SIZE = {"1.5": REAL_15, "1.5-i2v": REAL_15}  # the other families train at REAL
 
 
 def cuda() -> bool:
@@ -86,24 +86,36 @@ REAL_CONFIGS = {
     "1.5": dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True, patch_size_t=2,
                 patch_bias=False, sample_height=300, sample_width=300, sample_frames=81),
 }
-VAE_SCALING = {"2b": 1.15258426, "5b": 0.7, "1.5": 0.7}
+# The image-to-video transformers (THUDM/CogVideoX-5b-I2V, THUDM/CogVideoX1.5-5B-I2V): twice the latent channels
+# in (the video's 16 + the image's 16); 5B-I2V adds learned positional embeddings for its 49 x 60 x 90 sample size
+# (diffusers' defaults), 1.5-I2V the ofs embedding (ofs_embed_dim = time_embed_dim = 512). tiny.py's FAMILY_CHANGES
+# change the same keys.
+REAL_CONFIGS["5b-i2v"] = dict(REAL_CONFIGS["5b"], in_channels=32, use_learned_positional_embeddings=True)
+REAL_CONFIGS["1.5-i2v"] = dict(REAL_CONFIGS["1.5"], in_channels=32, ofs_embed_dim=512)
+VAE_SCALING = {"2b": 1.15258426, "5b": 0.7, "1.5": 0.7, "5b-i2v": 0.7, "1.5-i2v": 0.7}
+# The VAE config keys the families read besides the scaling factor: 1.5's invert_scale_latents (the I2V pipeline
+# divides the image latent by the scaling factor)
+VAE_EXTRA = {"1.5": {"invert_scale_latents": True}, "1.5-i2v": {"invert_scale_latents": True}}
+SMOKE_FAMILY = {"2b": "cogvideox-2b", "5b": "cogvideox-5b", "1.5": "cogvideox1.5-5b", "5b-i2v": "cogvideox-5b-i2v",
+                "1.5-i2v": "cogvideox1.5-5b-i2v"}
 
 
-def build_transformer(dtype, family="2b"):
+def build_transformer(dtype, family="2b", device=None):
+    """The family's transformer with random weights in ``dtype`` on ``device`` (default: the benchmark's device;
+    ``cpu`` for a strategy that shards or offloads it when it wraps the model)."""
     from diffusers import CogVideoXTransformer3DModel
 
     if SIZE is SMOKE:
         from workbench.model.tiny import build_tiny_pipeline
 
-        name = {"2b": "cogvideox-2b", "5b": "cogvideox-5b", "1.5": "cogvideox1.5-5b"}[family]
-        return build_tiny_pipeline(0, name).transformer.to(dtype)
+        return build_tiny_pipeline(0, SMOKE_FAMILY[family]).transformer.to(dtype)
     # Built directly in ``dtype`` (as from_pretrained(torch_dtype=...) loads): built in float32 first, a 5B
     # transformer alone peaks at 20.7 GiB on the GPU before the first step, and that peak was once read as the
     # training step's.
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device(DEVICE):
+        with torch.device(device or DEVICE):
             net = CogVideoXTransformer3DModel(**REAL_CONFIGS[family])
     finally:
         torch.set_default_dtype(default)
@@ -212,12 +224,14 @@ def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16)
         raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 
 
-def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, steps=7):
+def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, steps=7, attention="sdpa"):
     """Plain diffusers + PEFT, as diffusers' CogVideoX LoRA example trains.
 
-    ``family``: 2b, 5b or 1.5 (the released transformer configs); ``fp8``: diffusers' layerwise casting of the
-    base weights after add_adapter (fp8 storage, bf16 compute; the LoRA layers are skipped by default).
-    ``profile``, if a path, receives a kernel-time summary of one more step (torch.profiler)."""
+    ``family``: 2b, 5b, 1.5, 5b-i2v or 1.5-i2v (the released transformer configs); ``fp8``: diffusers' layerwise
+    casting of the base weights after add_adapter (fp8 storage, bf16 compute; the LoRA layers are skipped by
+    default). ``attention``: sdpa or flash4 (the workbench's FlashAttention-4 processor on the plain loop).
+    An image-to-video family is conditioned as the stock CogVideoXImageToVideoPipeline feeds its transformer
+    (``i2v_step``). ``profile``, if a path, receives a kernel-time summary of one more step (torch.profiler)."""
     from peft import LoraConfig
 
     from workbench.model.families import family_of_configs
@@ -237,6 +251,7 @@ def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, ste
         torch.cuda.reset_peak_memory_stats()  # the step's peak, not the model's construction
     if checkpointing:
         net.enable_gradient_checkpointing()
+    install_attention(net, attention)
     net.train()
     opt = torch.optim.AdamW(params, lr=1e-4)
     sched = scheduler()
@@ -244,10 +259,17 @@ def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, ste
     lat = torch.randn(1, *size.latent(), device=DEVICE, dtype=torch.bfloat16)
     lat = fam.pad_latent_frames(lat)  # 1.5: 21 latent frames -> 22, as the pipeline pads
     emb = torch.randn(1, SIZE.text_len, SIZE.text_dim, device=DEVICE, dtype=torch.bfloat16)
+    i2v = family.endswith("-i2v")
+    if i2v:  # the latent of the conditioning image (a VAE encode of the clip's first frame), one latent frame
+        image = torch.randn(1, 1, *lat.shape[2:], device=DEVICE, dtype=torch.bfloat16)
+        vae_config = {"scaling_factor": VAE_SCALING[family], **VAE_EXTRA.get(family, {})}
 
     def step():
         with torch.autocast(DEVICE, dtype=torch.bfloat16):
-            loss = diffusion_loss(net, sched, lat, emb, family=fam)
+            if i2v:
+                loss = i2v_loss(net, sched, lat, emb, image, vae_config, fam)
+            else:
+                loss = diffusion_loss(net, sched, lat, emb, family=fam)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -264,6 +286,34 @@ def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, ste
     return result, net.config
 
 
+def i2v_loss(net, sched, latents, prompt_embeds, image_latent, vae_config, fam):
+    """One image-to-video training loss written plainly, as a diffusers user conditions the transformer the way
+    CogVideoXImageToVideoPipeline does (prepare_latents and __call__): the image latent scaled (multiplied by
+    the scaling factor, divided with the VAE's ``invert_scale_latents``, CogVideoX1.5), in the first latent
+    frame and zeros after it, concatenated on channels to the noisy video latents; ``ofs`` 2.0 where the
+    transformer has an ofs embedding (1.5-I2V). The loss as the diffusers example: x0 from v, weighted by
+    1 / (1 - alphas_cumprod[t]). ``latents`` are already padded to the frame count the transformer takes (the
+    1.5 pipeline pads the video latents in front; the image latent sits in that first frame)."""
+    b, f = latents.shape[:2]
+    if vae_config.get("invert_scale_latents"):
+        image_latent = image_latent / vae_config["scaling_factor"]
+    else:
+        image_latent = image_latent * vae_config["scaling_factor"]
+    zeros = image_latent.new_zeros(b, f - 1, *image_latent.shape[2:])
+    image_latents = torch.cat([image_latent, zeros], dim=1)
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=latents.device)
+    noisy = sched.add_noise(latents, noise, t)
+    ofs = noisy.new_full((1,), 2.0) if net.config.ofs_embed_dim else None
+    rotary = fam.rotary_embeddings(f, latents.shape[3], latents.shape[4], latents.device)
+    v = net(hidden_states=torch.cat([noisy, image_latents], dim=2), encoder_hidden_states=prompt_embeds, timestep=t,
+            ofs=ofs, image_rotary_emb=rotary, return_dict=False)[0]
+    pred = sched.get_velocity(v, noisy, t)
+    alphas = sched.alphas_cumprod.to(latents.device)[t]
+    weights = (1 / (1 - alphas)).view(b, 1, 1, 1, 1)
+    return (weights * (pred.float() - latents.float()) ** 2).reshape(b, -1).mean(1).mean()
+
+
 def recipe_settings(recipe: str) -> tuple[dict, dict]:
     """(the recipe's ``model:`` arguments, its ValidationVideos arguments), read from recipes/<recipe>.yaml."""
     import yaml
@@ -276,7 +326,7 @@ def recipe_settings(recipe: str) -> tuple[dict, dict]:
 
 def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", steps=7, fraction=1.0,
                    compile_=False, losses=None, profile=None, attention="sdpa", size=None, recipe=None,
-                   validation_steps=None, family="2b", frozen_storage=None, strategy=None):
+                   validation_steps=None, family="2b", frozen_storage=None, strategy=None, policy="full"):
     """The workbench's LightningModule through a Lightning Trainer; median step time over steps 3..N, and
     the training steps' allocated/reserved peaks.
 
@@ -291,7 +341,11 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     ``profile``, if a path, receives a kernel-time summary of the last step (torch.profiler).
     ``strategy``: None (one device, plain) or ``fsdp_offload``: Lightning's FSDPStrategy on the one GPU with
     every CogVideoXBlock wrapped and parameters, gradients and AdamW state offloaded to the CPU (what
-    recipes/cogvideox-5b-full-offload.yaml sets); the process's peak host memory is reported as well.
+    recipes/cogvideox-5b-full-offload.yaml sets); the transformer is then built on the CPU, as ``configure_model``
+    loads it from a model directory, so that FSDP moves one block at a time to the GPU, flattens it and offloads
+    it back; the process's peak host memory is reported as well.
+    ``policy``: ``model.speed.checkpoint_policy`` (full, attention, attention_and_matmuls).
+    ``family``: 2b, 5b, 1.5, 5b-i2v or 1.5-i2v; an image-to-video family trains from cached image latents too.
     """
     import resource
 
@@ -315,7 +369,8 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
             cleanup()
     kwargs = dict(mode=mode, lora={"rank": rank, "alpha": rank}, frozen_dtype="bf16", learning_rate=1e-4,
                   warmup_steps=0, speed={"gradient_checkpointing": checkpointing, "checkpoint_fraction": fraction,
-                                         "compile_blocks": compile_, "frozen_storage": frozen_storage})
+                                         "checkpoint_policy": policy, "compile_blocks": compile_,
+                                         "frozen_storage": frozen_storage})
     videos = {}
     if recipe:
         kwargs, videos = recipe_settings(recipe)
@@ -331,11 +386,15 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
             vae.enable_tiling()
     if not cuda():
         speed["compile_blocks"] = False  # the CPU smoke run checks the code path, not the compiler
-    comps = CogVideoXComponents(build_transformer(torch.bfloat16, family), vae, t5, tok, scheduler())
+    i2v = family.endswith("-i2v")
+    if i2v and on_device:
+        raise ValueError("image-to-video cases train from the cache (source='cache')")
+    where = "cpu" if strategy == "fsdp_offload" else None
+    comps = CogVideoXComponents(build_transformer(torch.bfloat16, family, device=where), vae, t5, tok, scheduler())
     module = CogVideoXModule(**kwargs)
     module.components = comps
     if not on_device:
-        module.vae_config = {"scaling_factor": VAE_SCALING[family]}
+        module.vae_config = {"scaling_factor": VAE_SCALING[family], **VAE_EXTRA.get(family, {})}
 
     class Synthetic(Dataset):
         def __init__(self, n):
@@ -353,6 +412,8 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
             item["latent_dist"] = torch.randn(2 * latent[1], latent[0], *latent[2:], generator=g).bfloat16()
             item["prompt_embeds"] = torch.randn(SIZE.text_len, SIZE.text_dim, generator=g).bfloat16()
             item["empty_prompt_embeds"] = torch.zeros(SIZE.text_len, SIZE.text_dim).bfloat16()
+            if i2v:  # what a cache stores for an I2V family: the per-clip noised image's latent distribution
+                item["image_latent_dist"] = torch.randn(2 * latent[1], 1, *latent[2:], generator=g).bfloat16()
             return item
 
     times, result = [], {}
@@ -431,7 +492,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     steady = times[2:] or times
     result["step_s"] = statistics.median(steady)
     result["host_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    result["flops_shape"] = (latent[0] + (latent[0] % 2 if family == "1.5" else 0), latent[2], latent[3])
+    result["flops_shape"] = (latent[0] + (latent[0] % 2 if family.startswith("1.5") else 0), latent[2], latent[3])
     return result, comps.transformer.config
 
 
@@ -609,6 +670,47 @@ CASES = {
         "workbench_1.5_lora_r128_ckpt_compiled_flash4": train(**{**LOWMEM, "steps": 6}, family="1.5",
                                                               attention="flash4"),
     },
+    "i2v": {  # image-to-video at real size: 5B-I2V at 49 x 480 x 720, 1.5-I2V at 81 x 768 x 1360, LoRA r128; the
+        # plain loop conditioned as the stock I2V pipeline (i2v_loss), the module with its I2V recipe's levers
+        "baseline_5b_i2v_lora_r128_ckpt": lambda: baseline_lora(128, True, family="5b-i2v"),
+        "baseline_5b_i2v_lora_r128_ckpt_flash4": lambda: baseline_lora(128, True, family="5b-i2v", attention="flash4"),
+        "workbench_5b_i2v_lora_r128_ckpt75_compiled": train(**LOWMEM, fraction=0.75, family="5b-i2v"),
+        "workbench_5b_i2v_lora_r128_ckpt75_compiled_flash4": train(**LOWMEM, fraction=0.75, family="5b-i2v",
+                                                                   attention="flash4"),
+        "baseline_1.5_i2v_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5-i2v", steps=5),
+        "baseline_1.5_i2v_lora_r128_ckpt_flash4": lambda: baseline_lora(128, True, family="1.5-i2v", steps=5,
+                                                                        attention="flash4"),
+        "workbench_1.5_i2v_lora_r128_ckpt_compiled": train(**{**LOWMEM, "steps": 6}, family="1.5-i2v"),
+        "workbench_1.5_i2v_lora_r128_ckpt_compiled_flash4": train(**{**LOWMEM, "steps": 6}, family="1.5-i2v",
+                                                                  attention="flash4"),
+    },
+    "sac_5b": {  # selective activation checkpointing (model.speed.checkpoint_policy), 5B 49 x 480 x 720, LoRA r128,
+        # compiled; beside workbench_5b_lora_r128_ckpt_compiled / ckpt75 (group 5b) and the plain loop
+        "baseline_5b_lora_r128_ckpt": lambda: baseline_lora(128, True, family="5b"),
+        "workbench_5b_lora_r128_ckpt_compiled": train(**LOWMEM, family="5b"),
+        "workbench_5b_lora_r128_ckpt_compiled_flash4": train(**LOWMEM, family="5b", attention="flash4"),
+        "workbench_5b_lora_r128_sac_attn_compiled": train(**LOWMEM, family="5b", policy="attention"),
+        "workbench_5b_lora_r128_sac_attn_compiled_flash4": train(**LOWMEM, family="5b", policy="attention",
+                                                                 attention="flash4"),
+        "workbench_5b_lora_r128_sac_attn_compiled_fp8": train(**LOWMEM, family="5b", policy="attention",
+                                                              frozen_storage="fp8"),
+        "workbench_5b_lora_r128_sac_attn_compiled_fp8_flash4": train(**LOWMEM, family="5b", policy="attention",
+                                                                     frozen_storage="fp8", attention="flash4"),
+        "workbench_5b_lora_r128_sac_attnmm_compiled": train(**LOWMEM, family="5b", policy="attention_and_matmuls"),
+        "workbench_5b_lora_r128_sac_attnmm_compiled_fp8_flash4": train(**LOWMEM, family="5b", frozen_storage="fp8",
+                                                                       policy="attention_and_matmuls",
+                                                                       attention="flash4"),
+    },
+    "sac_1.5": {  # the same at 81 x 768 x 1360 (attention outputs are 0.26 GiB a block here: no matmul policy)
+        "workbench_1.5_lora_r128_sac_attn_compiled": train(**{**LOWMEM, "steps": 6}, family="1.5", policy="attention"),
+        "workbench_1.5_lora_r128_sac_attn_compiled_flash4": train(**{**LOWMEM, "steps": 6}, family="1.5",
+                                                                  policy="attention", attention="flash4"),
+        "workbench_1.5_lora_r128_sac_attn_compiled_fp8": train(**{**LOWMEM, "steps": 6}, family="1.5",
+                                                               policy="attention", frozen_storage="fp8"),
+        "workbench_1.5_lora_r128_sac_attn_compiled_fp8_flash4": train(**{**LOWMEM, "steps": 6}, family="1.5",
+                                                                      policy="attention", frozen_storage="fp8",
+                                                                      attention="flash4"),
+    },
     "profile": {
         "profile_baseline_lora_r128_nockpt": lambda: baseline_lora(128, False, profile="profile_baseline_nockpt.txt"),
         "profile_workbench_lora_r128_nockpt_compiled": train(**{**A6000_LORA, "steps": 6},
@@ -632,7 +734,8 @@ def main() -> None:
     global SIZE, DEVICE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default="training,buckets,validation,inference",
-                        help="comma-separated groups: training, buckets, validation, inference, 5b, 5b_full, 1.5, profile")
+                        help="comma-separated groups: training, buckets, validation, inference, 5b, 5b_full, 1.5, i2v, "
+                             "sac_5b, sac_1.5, profile")
     parser.add_argument("--only", help="comma-separated case names (any group)")
     parser.add_argument("--out", default="real_size.json")
     parser.add_argument("--cap-gib", type=float, default=None,
@@ -659,8 +762,8 @@ def main() -> None:
         results = {**json.loads(out.read_text()), **results}
     groups = args.group.split(",")
     wanted = args.only.split(",") if args.only else None
-    cases = [(n, fn) for g, cs in CASES.items() for n, fn in cs.items()
-             if (wanted and n in wanted) or (not wanted and g in groups)]
+    cases = list({n: fn for g, cs in reversed(CASES.items()) for n, fn in reversed(cs.items())
+                  if (wanted and n in wanted) or (not wanted and g in groups)}.items())[::-1]  # a name once
     inference = [(n, kw) for n, kw in INFERENCE.items()
                  if (wanted and n in wanted) or (not wanted and "inference" in groups)]
 
@@ -706,7 +809,8 @@ def main() -> None:
 
 
 def print_table(results: dict) -> None:
-    bases = {fam: results.get(f"baseline{fam}lora_r128_ckpt", {}).get("step_s") for fam in ("_", "_5b_", "_1.5_")}
+    fams = ("_", "_5b_", "_1.5_", "_5b_i2v_", "_1.5_i2v_")
+    bases = {fam: results.get(f"baseline{fam}lora_r128_ckpt", {}).get("step_s") for fam in fams}
     print(f"\n{results['device']}; A6000 = {A6000_MIB} MiB; CUDA context {results['cuda_context_gib_at_start']:.2f} GiB")
     print(f"{'case':52s} {'s':>8s} {'alloc':>6s} {'resvd':>6s} {'A6000':>6s} {'vs base':>8s}")
     for name, r in results.items():
@@ -716,7 +820,7 @@ def print_table(results: dict) -> None:
             print(f"{name:52s} {r['error'][:70]}")
             continue
         s = r.get("step_s", r.get("seconds"))
-        base = bases["_5b_" if "_5b_" in name else "_1.5_" if "_1.5_" in name else "_"]
+        base = bases[max((f for f in fams if f in name), key=len)]
         ratio = f"{base / s:.2f}x" if base and "step_s" in r else ""
         fits = "fits" if r.get("fits_a6000") else "NO"
         print(f"{name:52s} {s:8.3f} {r['alloc_gib']:6.1f} {r['reserved_gib']:6.1f} {fits:>6s} {ratio:>8s}")

@@ -65,6 +65,10 @@ class Speed:
         gradient_checkpointing: recompute block activations in the backward pass.
         checkpoint_fraction: with gradient_checkpointing, the share of transformer blocks whose
             activations are recomputed (1.0 = all, as diffusers does; lower trades memory for speed).
+        checkpoint_policy: what a checkpointed block keeps (selective activation checkpointing,
+            workbench.model.speed): ``full`` (nothing: the whole block is recomputed), ``attention`` (the attention
+            kernel's outputs are kept, so the backward recomputes no attention) or ``attention_and_matmuls`` (also
+            every other matmul output, torchtitan's op policy). The same numbers as ``full``; more memory.
         compile_blocks: ``torch.compile`` each transformer block (regional compilation; CUDA).
         attention: ``sdpa`` (PyTorch's scaled_dot_product_attention), ``flash4`` (FlashAttention-4, Hopper;
             ``pip install ".[hopper]"``) or ``auto`` (flash4 where it can run, else sdpa, said in one line);
@@ -85,6 +89,7 @@ class Speed:
 
     gradient_checkpointing: bool = False
     checkpoint_fraction: float = 1.0
+    checkpoint_policy: Literal["full", "attention", "attention_and_matmuls"] = "full"
     compile_blocks: bool = False
     attention: Literal["sdpa", "flash4", "auto"] = "sdpa"
     attention_backend: Literal["flash", "cudnn", "efficient", "math"] | None = None
@@ -206,13 +211,17 @@ class CogVideoXModule(L.LightningModule):
         if speed.frozen_storage is not None and (mode != "lora" or frozen_dtype == "fp32"):
             raise ValueError(f"speed.frozen_storage={speed.frozen_storage!r}: needs mode: lora and frozen_dtype bf16 "
                              "or fp16 (the dtype each layer is cast to for its computation)")
-        if speed.frozen_storage is not None and speed.compile_blocks and speed.gradient_checkpointing:
-            # Measured on an H200 (5B, every block checkpointed, compiled): torch.utils.checkpoint recomputes the
-            # compiled block with the weights in fp8 where the forward saved them in bf16, and the backward stops
-            # with CheckpointError ("Recomputed values ... have different metadata").
+        if (speed.frozen_storage is not None and speed.compile_blocks and speed.gradient_checkpointing
+                and speed.checkpoint_policy == "full"):
+            # Measured on an H200 (5B, every block checkpointed, compiled), reproduced on the CPU: an eager
+            # torch.utils.checkpoint recomputes the compiled block with the weights in fp8 where the forward saved
+            # them in bf16, and the backward stops with CheckpointError ("Recomputed values ... have different
+            # metadata"). A selective policy compiles the checkpoint with the block, so the recomputation is in the
+            # compiled graph (tests/unit/test_selective_checkpointing.py).
             raise ValueError("speed.frozen_storage='fp8' does not combine with speed.compile_blocks and "
-                             "speed.gradient_checkpointing (the checkpoint's recomputation sees fp8 weights where the "
-                             "forward saw bf16): turn compile_blocks or gradient_checkpointing off")
+                             "speed.gradient_checkpointing with checkpoint_policy 'full' (the checkpoint's "
+                             "recomputation sees fp8 weights where the forward saw bf16): use checkpoint_policy "
+                             "'attention', or turn compile_blocks or gradient_checkpointing off")
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout={caption_dropout}: must be in [0, 1)")
         if not 0.0 <= image.dropout < 1.0:
@@ -253,6 +262,12 @@ class CogVideoXModule(L.LightningModule):
         elif self.vae_config is None:  # the scaling factor is all training from a cache needs of the VAE
             self.vae_config = AutoencoderKLCogVideoX.load_config(hp.model, subfolder="vae")
         self.family = family_of_configs(c.transformer.config, self.vae_config, name=hp.family, where=hp.model)
+        trainer = getattr(self, "_trainer", None)
+        if getattr(getattr(trainer, "strategy", None), "cpu_offload", None) and trainer.strategy.cpu_offload.offload_params:
+            # FSDP's CPU offload moves one wrapped block at a time to the GPU, flattens it and offloads it: a
+            # transformer handed in on the GPU (benchmarks build them there) would stay resident whole, and its fp32
+            # master copy too (full mode). from_pretrained loads on the CPU already.
+            c.transformer.to("cpu")
         if hp.mode == "lora":
             freeze(c.transformer)
             c.transformer.to(frozen)
@@ -265,11 +280,10 @@ class CogVideoXModule(L.LightningModule):
         else:
             c.transformer.float().requires_grad_(True)  # fp32 master weights; bf16 comes from autocast
         c.transformer.train()
-        trainer = getattr(self, "_trainer", None)
         set_attention(c.transformer, self.speed.attention, trainer.strategy.root_device if trainer is not None else None,
                       compute_dtype=autocast_dtype(trainer.precision) if trainer is not None else None)
         if self.speed.gradient_checkpointing:
-            enable_partial_checkpointing(c.transformer, self.speed.checkpoint_fraction)
+            enable_partial_checkpointing(c.transformer, self.speed.checkpoint_fraction, self.speed.checkpoint_policy)
         if self.speed.compile_blocks:
             compile_blocks(c.transformer)
         self.components = c

@@ -110,15 +110,13 @@ def test_i2v_export_generates_in_stock_diffusers_from_the_image(i2v_run, tmp_pat
     assert "CogVideoXImageToVideoPipeline.from_pretrained(" in card
 
 
-def stock_render(model, image, prompt: str, seed: int, steps: int, guidance: float):
-    """A video of the stock CogVideoXImageToVideoPipeline from ``image`` (PIL, given to it as is), through the
-    package's video writer and back, as (F, H, W, 3) uint8."""
+def stock_render(pipe, image, prompt: str, seed: int, steps: int, guidance: float):
+    """A video of a CogVideoXImageToVideoPipeline from ``image`` (PIL, given to it as is), through the package's
+    video writer and back, as (F, H, W, 3) uint8."""
     import torch
-    from diffusers import CogVideoXImageToVideoPipeline
 
     from workbench.common import read_video, write_video
 
-    pipe = CogVideoXImageToVideoPipeline.from_pretrained(str(model))
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(image=image, prompt=prompt, generator=torch.Generator().manual_seed(seed), num_frames=9, height=64,
                   width=64, num_inference_steps=steps, guidance_scale=guidance,
@@ -130,32 +128,41 @@ def stock_render(model, image, prompt: str, seed: int, steps: int, guidance: flo
         return read_video(write_video(Path(tmp) / "v.mp4", frames, 8))
 
 
-def closer_to_prepared(video, model, image_path, prepared_path, prompt, seed, steps, guidance) -> None:
-    """``video`` is the stock pipeline's render from the *prepared* image (to the encoder's noise), and clearly not
-    its render from the raw image (which the pipeline would stretch)."""
+def closer_to_prepared(video, pipe, image_path, prepared_path, prompt, seed, steps, guidance) -> None:
+    """``video`` is the stock pipeline's render from the *prepared* image, and clearly not its render from the raw
+    image (which the pipeline would stretch). Both sides go through the same mp4 writer; a tiny random model's
+    videos are noise, which H.264 keeps only roughly (a 1e-3 change of the frames moves the decoded pixels by about
+    3 levels on average), so the test asks for the nearer of the two, by a factor of 3, not for equality."""
     from PIL import Image
 
-    prepared = stock_render(model, Image.open(prepared_path).convert("RGB"), prompt, seed, steps, guidance)
-    raw = stock_render(model, Image.open(image_path).convert("RGB"), prompt, seed, steps, guidance)
+    prepared = stock_render(pipe, Image.open(prepared_path).convert("RGB"), prompt, seed, steps, guidance)
+    raw = stock_render(pipe, Image.open(image_path).convert("RGB"), prompt, seed, steps, guidance)
     to_prepared = np.abs(video.astype(float) - prepared.astype(float)).mean()
     to_raw = np.abs(video.astype(float) - raw.astype(float)).mean()
-    assert to_prepared < 0.5 and to_raw > 4 * max(to_prepared, 0.25), (to_prepared, to_raw)
+    assert to_prepared < 3 and to_raw > 3 * max(to_prepared, 0.5), (to_prepared, to_raw)
 
 
 def test_validation_video_and_generate_sample_from_the_image_as_training_framed_it(i2v_run, tmp_path):
-    """The hidden-case check: a wide image for a square clip. The step-0 validation video (LoRA still zero: the base
-    model) and `workbench generate --image WIDE.png` are what the stock pipeline renders from the image framed as
-    training framed it, not from the raw image."""
-    from workbench.common import read_video
+    """The hidden-case check: a wide image for a square clip. The last validation video (at the last checkpoint's
+    weights) and `workbench generate --image WIDE.png` are what a stock CogVideoXImageToVideoPipeline (over the
+    fine-tuned transformer; over the base model) renders from the image framed as training framed it, not from the
+    raw image."""
+    from diffusers import CogVideoXImageToVideoPipeline
 
-    video = read_video(i2v_run["work"] / "runs" / i2v_run["run_id"] / "samples" / "step_000000" / "00.mp4")
+    from workbench.common import read_video
+    from workbench.model.checkpoint import load_finetuned
+
+    last = sorted((i2v_run["work"] / "runs" / i2v_run["run_id"] / "samples").glob("step_*"))[-1]
+    assert last.name == "step_000008"  # validated after the last step: the weights of last.ckpt
     prompt = yaml.safe_load(TINY_RECIPE.read_text())["trainer"]["callbacks"][-1]["init_args"]["prompts"][0]
-    closer_to_prepared(video, i2v_run["model"], i2v_run["image"], i2v_run["prepared"], prompt, 42, 2, 3.0)
+    tuned = load_finetuned(i2v_run["checkpoint"]).pipeline()
+    closer_to_prepared(read_video(last / "00.mp4"), tuned, i2v_run["image"], i2v_run["prepared"], prompt, 42, 2, 3.0)
     out = tmp_path / "generated.mp4"
     run_cli(["generate", "--model", str(i2v_run["model"]), "--image", str(i2v_run["image"]), "--prompt", prompt,
              "--frames", "9", "--height", "64", "--width", "64", "--steps", "2", "--guidance", "3.0", "--seed", "7",
              "--fps", "8", "--out", str(out)], cwd=tmp_path)
-    closer_to_prepared(read_video(out), i2v_run["model"], i2v_run["image"], i2v_run["prepared"], prompt, 7, 2, 3.0)
+    base = CogVideoXImageToVideoPipeline.from_pretrained(str(i2v_run["model"]))
+    closer_to_prepared(read_video(out), base, i2v_run["image"], i2v_run["prepared"], prompt, 7, 2, 3.0)
 
 
 def test_validation_videos_without_images_are_one_line(tmp_path_factory, sample_data_dir, tmp_path):

@@ -189,7 +189,8 @@ def check_dataset(root: str | Path, num_frames: int, fps: float | None, height: 
         dataset_issues.append(issue)
 
     results = validate_entries(root, entries, num_frames, fps, decode=decode, jobs=jobs, timeout=timeout,
-                               progress=progress)
+                               progress=progress, clip=(height, width) if height and width else None,
+                               buckets=[tuple(b) for b in buckets] if buckets else None)
     _check_duplicates(results)
     token_counts = _check_caption_lengths(results, tokenizer, max_text_len)
     samples, summary, more_notes = _summarise(results, num_frames, fps, height, width, buckets, token_counts)

@@ -164,8 +164,11 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
         _check_length(result, num_frames, fps)
 
 
-def _check_image(result: SampleResult, root: Path) -> None:
-    """An image-to-video entry's conditioning image: inside the root, present, decodable (PIL)."""
+def _check_image(result: SampleResult, root: Path, clip: tuple[int, int] | None = None,
+                 buckets: list[tuple[int, int]] | None = None) -> None:
+    """An image-to-video entry's conditioning image: inside the root, present, decodable (PIL), and of the
+    training clip's aspect (``clip``: height, width; with ``buckets``, the bucket the video goes to), since
+    training and every sampling path frame it to the clip by a centre crop (workbench.model.framing)."""
     entry = result.entry
     if entry.image is None:
         return
@@ -184,7 +187,16 @@ def _check_image(result: SampleResult, root: Path) -> None:
         result.add(ERROR, "bad_image", f"image {entry.image} is not a readable image ({e}): replace it with a PNG or "
                    "JPEG")
         return
-    if result.height and result.width and abs(w / h - result.width / result.height) > 0.01:
+    if clip is not None:
+        height, width = clip
+        if buckets and result.height and result.width:
+            height, width = buckets[nearest_bucket(result.height, result.width, buckets)]
+        if abs(w / h - width / height) > 0.01:
+            kept = min(w / h, width / height) / max(w / h, width / height)
+            result.add(WARNING, "image_aspect", f"image {entry.image} is {w}x{h}, the training clip {width}x{height}: "
+                       f"the centre crop to the clip keeps {kept:.0%} of the image (training and sampling alike); "
+                       "crop it yourself to choose what stays")
+    elif result.height and result.width and abs(w / h - result.width / result.height) > 0.01:
         result.add(WARNING, "image_aspect", f"image {entry.image} is {w}x{h}, the video {result.width}x{result.height}: "
                    "another aspect ratio, so the centre crop to the clip's size cuts them differently")
 
@@ -234,11 +246,13 @@ def _check_length(result: SampleResult, num_frames: int, fps: float | None) -> N
 
 def validate_entries(root: str | Path, entries: list[Entry], num_frames: int, fps: float | None, *,
                      decode: bool = True, jobs: int | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                     progress: bool = True) -> list[SampleResult]:
+                     progress: bool = True, clip: tuple[int, int] | None = None,
+                     buckets: list[tuple[int, int]] | None = None) -> list[SampleResult]:
     """Per-sample checks for every entry (caption, path, file, decode, length), in manifest order.
 
     ``decode`` also decodes the frames training would take (catches files corrupt past their
-    header). Decoding runs in ``jobs`` worker processes, each call bounded by ``timeout`` seconds.
+    header). Decoding runs in ``jobs`` worker processes, each call bounded by ``timeout`` seconds. ``clip``
+    (height, width) and ``buckets``: the training clip each conditioning image is compared with.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -252,7 +266,7 @@ def validate_entries(root: str | Path, entries: list[Entry], num_frames: int, fp
         try:
             _check_caption(result)
             _check_file(result, root, num_frames, fps, pool, decode)
-            _check_image(result, root)
+            _check_image(result, root, clip, buckets)
         except Exception as e:  # a path the OS rejects (NUL byte, too long...): name it, check the others
             result.add(ERROR, "check_failed", f"could not be checked ({type(e).__name__}: {e}): fix the manifest row")
         return result

@@ -130,16 +130,21 @@ def stock_render(pipe, image, prompt: str, seed: int, steps: int, guidance: floa
 
 def closer_to_prepared(video, pipe, image_path, prepared_path, prompt, seed, steps, guidance) -> None:
     """``video`` is the stock pipeline's render from the *prepared* image, and clearly not its render from the raw
-    image (which the pipeline would stretch). Both sides go through the same mp4 writer; a tiny random model's
-    videos are noise, which H.264 keeps only roughly (a 1e-3 change of the frames moves the decoded pixels by about
-    3 levels on average), so the test asks for the nearer of the two, by a factor of 3, not for equality."""
+    image (which the pipeline would stretch). Both sides go through the same mp4 writer. A tiny random model's
+    videos are noise, which H.264 keeps only roughly: float differences of another process (thread count, summation
+    order) move the decoded pixels by a few levels. The comparison is therefore of 8 x 8 block means, where codec
+    noise averages out and what the image changes (a crop against a stretch of a gradient) stays."""
     from PIL import Image
+
+    def blocks(v):
+        f, h, w, c = v.shape
+        return v.astype(float).reshape(f, h // 8, 8, w // 8, 8, c).mean(axis=(2, 4))
 
     prepared = stock_render(pipe, Image.open(prepared_path).convert("RGB"), prompt, seed, steps, guidance)
     raw = stock_render(pipe, Image.open(image_path).convert("RGB"), prompt, seed, steps, guidance)
-    to_prepared = np.abs(video.astype(float) - prepared.astype(float)).mean()
-    to_raw = np.abs(video.astype(float) - raw.astype(float)).mean()
-    assert to_prepared < 3 and to_raw > 3 * max(to_prepared, 0.5), (to_prepared, to_raw)
+    to_prepared = np.abs(blocks(video) - blocks(prepared)).mean()
+    to_raw = np.abs(blocks(video) - blocks(raw)).mean()
+    assert to_prepared < 1.2 and to_raw > 2.5 * max(to_prepared, 0.4), (to_prepared, to_raw)
 
 
 def test_validation_video_and_generate_sample_from_the_image_as_training_framed_it(i2v_run, tmp_path):

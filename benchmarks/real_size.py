@@ -214,12 +214,16 @@ def flash4_fn():
 def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16) -> None:
     """``sdpa`` (diffusers' processor) or ``flash4`` exactly as the workbench installs it; with --smoke the
     FlashAttention-4 processor gets the strict stand-in kernel."""
-    from workbench.model.attention import Flash4Attention, set_attention
+    from workbench.model.attention import Flash4Attention, set_attention, set_flash4_kernels
 
     if attention == "sdpa":
         return
-    if SIZE is SMOKE:
-        transformer.set_attn_processor(Flash4Attention(flash_fn=flash4_fn()))
+    if SIZE is SMOKE:  # the op workbench::flash4_attention over the tests' CPU reference kernels
+        flash4_fn()
+        from tests.helpers.kernels import reference_flash4_backward, reference_flash4_forward
+
+        set_flash4_kernels(reference_flash4_forward, reference_flash4_backward)
+        transformer.set_attn_processor(Flash4Attention())
     elif set_attention(transformer, "flash4", DEVICE, compute_dtype=compute_dtype) != "flash4":
         raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 

@@ -17,6 +17,7 @@ Exports never depend on it: an attention processor is not saved with the weights
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 import torch
@@ -183,11 +184,14 @@ flash4_attention.register_autograd(_flash4_backward, setup_context=_flash4_setup
 
 
 class Flash4Attention(CogVideoXAttention):
-    """FlashAttention-4 for the attention call, through ``torch.ops.workbench.flash4_attention``. ``flash_fn``
+    """FlashAttention-4 for the attention call, through ``torch.ops.workbench.flash4_attention`` (the environment's
+    ``WORKBENCH_FLASH4_OP=0``: FA4's ``flash_attn_func`` called directly, as before the op). ``flash_fn``
     (tests) stands in for ``flash_attn.cute``'s ``flash_attn_func`` instead: (B, S, H, D) tensors of one dtype,
     bf16 or fp16, in; ``(out, lse)`` out."""
 
     def __init__(self, flash_fn: Callable | None = None):
+        if flash_fn is None and os.environ.get("WORKBENCH_FLASH4_OP", "1") == "0":  # FA4's own autograd.Function
+            from flash_attn.cute import flash_attn_func as flash_fn
         if flash_fn is None:
             if not _FLASH4_KERNELS:
                 import flash_attn.cute  # noqa: F401 - missing here is an error now, not at the first step

@@ -112,6 +112,7 @@ def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, ca
     cfg = yaml.safe_load(recipe.read_text())
     if size is not None:  # clips of another size than the recipe's (a dry run on a tiny model)
         cfg["data"].update(num_frames=size[0], height=size[1], width=size[2])
+        cfg["data"].pop("buckets", None)  # the recipe's buckets are real sizes
     if not torch.cuda.is_available():  # a dry run on the CPU: no GPU, no compiler
         cfg["trainer"]["accelerator"] = "cpu"
         # no compile; no VAE tiling (a tiny VAE's tiles are 32 pixels: tiled, a 64-pixel clip encodes to 9 latents)

@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$step" = pack-deepspeed ]; then  # on your machine: deepspeed (pure Python, ops left to JIT) and what it needs
   mkdir -p .gpu/deepspeed
-  DS_BUILD_OPS=0 python3 -m pip wheel -q --no-deps -w .gpu/deepspeed deepspeed
+  DS_BUILD_OPS=0 python3 -m pip wheel -q --no-deps --no-build-isolation -w .gpu/deepspeed deepspeed  # needs torch here
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
     -d .gpu/deepspeed hjson pydantic pydantic-core annotated-types typing-inspection
   du -sh .gpu/deepspeed; exit 0
@@ -52,15 +52,16 @@ rs() { local t=$1 name=$2; shift 2
     | tee "$OUT/$name.log" | grep -v -e Warning -e '^W1' ; }
 
 # the GPU's memory as nvidia-smi sees it, every 5 s, over a process's run (the host peak: host_peak_gib in the JSON)
-gpumem() { if [ -n "$SMOKE" ]; then sleep 1000 & echo $!; return; fi
-  nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader -l 5 > "$OUT/$1_gpu_memory.txt" & echo $!; }
+# (started in the background, its pid in $m: no command substitution, which would wait for it)
+gpumem() { if [ -n "$SMOKE" ]; then sleep 1000 > /dev/null 2>&1 & m=$!; return; fi
+  nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader -l 5 > "$OUT/$1_gpu_memory.txt" 2>&1 & m=$!; }
 
 case "$step" in
   fa4a) ;;  # setup.sh only: it keeps part 1 for the next call
   1)
     # 5B-I2V at 49 x 480 x 720 (~4.5 min), then the 5B full fine-tune with FSDP CPU offload in its own process
     rs 280 i2v_5b --max-steps 6 --only baseline_5b_i2v_lora_r128_ckpt,workbench_5b_i2v_lora_r128_ckpt75_compiled,workbench_5b_i2v_lora_r128_ckpt75_compiled_flash4,baseline_5b_i2v_lora_r128_ckpt_flash4
-    m=$(gpumem full_offload)
+    gpumem full_offload
     rs 290 full_fsdp_offload --max-steps 4 --only workbench_5b_full_fsdp_offload_ckpt
     kill "$m"; free -g | tee "$OUT/host_memory_after.txt" ;;
   2)
@@ -72,19 +73,19 @@ case "$step" in
     rs 280 i2v_15 --max-steps 5 --only workbench_1.5_i2v_lora_r128_ckpt_compiled_flash4,baseline_1.5_i2v_lora_r128_ckpt,workbench_1.5_i2v_lora_r128_ckpt_compiled,baseline_1.5_i2v_lora_r128_ckpt_flash4 ;;
   video) ;;  # setup.sh only: av + decord into /tmp/site
   recipe-5b)
-    m=$(gpumem recipe_5b_i2v)
+    gpumem recipe_5b_i2v
     timeout 580 python3 benchmarks/recipe_real_size.py --recipe recipes/cogvideox-5b-i2v-lora-a6000.yaml --steps 6 \
       --clips 4 --sample-steps 4 --cap-gib 48 --out "$OUT/recipe_cogvideox-5b-i2v-lora-a6000.json" 2>&1 \
       | tee "$OUT/recipe_5b_i2v.log" | tail -60
     kill "$m" ;;
   recipe-15)
-    m=$(gpumem recipe_15_i2v)
+    gpumem recipe_15_i2v
     timeout 585 python3 benchmarks/recipe_real_size.py --recipe recipes/cogvideox1.5-5b-i2v-lora-a6000.yaml --steps 2 \
       --clips 2 --sample-steps 2 --cap-gib 48 --out "$OUT/recipe_cogvideox1.5-5b-i2v-lora-a6000.json" 2>&1 \
       | tee "$OUT/recipe_15_i2v.log" | tail -60
     kill "$m" ;;
   ds)
-    m=$(gpumem full_deepspeed)
+    gpumem full_deepspeed
     rs 580 full_deepspeed_offload --max-steps 4 --only workbench_5b_full_deepspeed_zero2_offload_ckpt
     kill "$m" ;;
   *) echo "unknown step $step"; exit 2 ;;

@@ -60,6 +60,7 @@ REAL_15 = Size(81, 768, 1360, 16, 226, 4096)  # CogVideoX1.5-5B's native clip
 SMOKE = Size(9, 64, 64, 4, 32, 32)  # the tiny random model of workbench.model.tiny
 SIZE = REAL
 DEVICE = "cuda"
+MAX_STEPS = None  # --max-steps: every case's step count capped (a device call's 10 minutes)
 FAMILY_SIZE = {"1.5": REAL_15, "1.5-i2v": REAL_15}  # the other families train at REAL
 
 
@@ -214,12 +215,16 @@ def flash4_fn():
 def install_attention(transformer, attention: str, compute_dtype=torch.bfloat16) -> None:
     """``sdpa`` (diffusers' processor) or ``flash4`` exactly as the workbench installs it; with --smoke the
     FlashAttention-4 processor gets the strict stand-in kernel."""
-    from workbench.model.attention import Flash4Attention, set_attention
+    from workbench.model.attention import Flash4Attention, set_attention, set_flash4_kernels
 
     if attention == "sdpa":
         return
-    if SIZE is SMOKE:
-        transformer.set_attn_processor(Flash4Attention(flash_fn=flash4_fn()))
+    if SIZE is SMOKE:  # the op workbench::flash4_attention over the tests' CPU reference kernels
+        flash4_fn()
+        from tests.helpers.kernels import reference_flash4_backward, reference_flash4_forward
+
+        set_flash4_kernels(reference_flash4_forward, reference_flash4_backward)
+        transformer.set_attn_processor(Flash4Attention())
     elif set_attention(transformer, "flash4", DEVICE, compute_dtype=compute_dtype) != "flash4":
         raise RuntimeError("FlashAttention-4 was asked for and is not in use")
 
@@ -237,6 +242,7 @@ def baseline_lora(rank, checkpointing, profile=None, family="2b", fp8=False, ste
     from workbench.model.families import family_of_configs
     from workbench.model.objective import diffusion_loss
 
+    steps = min(steps, MAX_STEPS or steps)
     net = build_transformer(torch.bfloat16, family).requires_grad_(False)
     net.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
@@ -357,6 +363,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     from workbench.train.guards import NonFiniteGuard
     from workbench.train.module import CogVideoXModule
 
+    steps = min(steps, MAX_STEPS or steps)
     clip = FAMILY_SIZE.get(family, SIZE) if SIZE is REAL else SIZE
     height, width = size or (clip.height, clip.width)
     latent = clip.latent(height, width)
@@ -479,12 +486,23 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
 
         strategy = FSDPStrategy(cpu_offload=True, auto_wrap_policy=ModuleWrapPolicy({CogVideoXBlock}),
                                 sharding_strategy="FULL_SHARD", state_dict_type="full")
+    elif kind == "deepspeed_offload":  # the CogVideo repo's choice: ZeRO-2, the optimizer (fp32 master + AdamW) on
+        # the CPU; the module's torch AdamW runs there (no DeepSpeedCPUAdam: that is a JIT-built C++ op)
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        strategy = DeepSpeedStrategy(config={
+            "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True},
+                                  "contiguous_gradients": True, "overlap_comm": True,
+                                  "reduce_bucket_size": 2e8, "allgather_bucket_size": 2e8},
+            "zero_force_ds_cpu_optimizer": False, "zero_allow_untested_optimizer": True,
+            "train_micro_batch_size_per_gpu": 1, "gradient_clipping": 1.0})
     elif kind is not None:
-        raise ValueError(f"strategy {kind!r}: None or fsdp_offload")
+        raise ValueError(f"strategy {kind!r}: None, fsdp_offload or deepspeed_offload")
     trainer = L.Trainer(accelerator="gpu" if cuda() else "cpu", devices=1, precision="bf16-mixed", max_steps=steps,
                         strategy=strategy,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, gradient_clip_val=1.0, callbacks=callbacks,
+                        enable_model_summary=False, callbacks=callbacks,
+                        gradient_clip_val=None if kind == "deepspeed_offload" else 1.0,  # DeepSpeed's config clips
                         num_sanity_val_steps=0, default_root_dir=root,
                         limit_val_batches=4 if validation_steps else 0,
                         val_check_interval=steps if validation_steps else None)
@@ -663,6 +681,9 @@ CASES = {
         # host_peak_gib is the process's peak). No compile: FSDP's per-block unshard hooks break the graphs.
         "workbench_5b_full_fsdp_offload_ckpt": train(**{**FULL, "compile_": False, "steps": 5}, family="5b",
                                                      strategy="fsdp_offload"),
+        # needs deepspeed (benchmarks/gpu_session.sh packs it: .gpu/deepspeed); its own process as well
+        "workbench_5b_full_deepspeed_zero2_offload_ckpt": train(**{**FULL, "compile_": False, "steps": 5}, family="5b",
+                                                                strategy="deepspeed_offload"),
     },
     "1.5": {  # CogVideoX1.5-5B, 81 x 768 x 1360 (21 latent frames padded to 22), LoRA r128
         "baseline_1.5_lora_r128_ckpt": lambda: baseline_lora(128, True, family="1.5", steps=5),
@@ -731,7 +752,7 @@ INFERENCE = {
 
 
 def main() -> None:
-    global SIZE, DEVICE
+    global SIZE, DEVICE, MAX_STEPS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default="training,buckets,validation,inference",
                         help="comma-separated groups: training, buckets, validation, inference, 5b, 5b_full, 1.5, i2v, "
@@ -745,7 +766,10 @@ def main() -> None:
     parser.add_argument("--fp8-loss-curves", action="store_true",
                         help="also compare bf16 vs fp8 storage of 5B's frozen weights over 16 steps")
     parser.add_argument("--smoke", action="store_true", help="every case at toy size on the CPU, to check the script")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="cap every case's steps (at least 4: two warm-up steps, then the timed ones)")
     args = parser.parse_args()
+    MAX_STEPS = max(4, args.max_steps) if args.max_steps else None
     if args.smoke:
         SIZE, DEVICE = SMOKE, "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -764,6 +788,8 @@ def main() -> None:
     wanted = args.only.split(",") if args.only else None
     cases = list({n: fn for g, cs in reversed(CASES.items()) for n, fn in reversed(cs.items())
                   if (wanted and n in wanted) or (not wanted and g in groups)}.items())[::-1]  # a name once
+    if wanted:  # in the order --only names them (a device call runs the ones that matter most first)
+        cases.sort(key=lambda case: wanted.index(case[0]))
     inference = [(n, kw) for n, kw in INFERENCE.items()
                  if (wanted and n in wanted) or (not wanted and "inference" in groups)]
 

@@ -11,6 +11,15 @@ MLflow: step time, peak GPU memory, validation loss, the artifacts.
     python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-2b-lora-a6000.yaml --steps 20
     python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-5b-lora-a6000.yaml --steps 12
     python benchmarks/recipe_real_size.py --recipe recipes/cogvideox1.5-5b-lora-a6000.yaml --steps 6
+    python benchmarks/recipe_real_size.py --recipe recipes/cogvideox-5b-i2v-lora-a6000.yaml --steps 6
+    python benchmarks/recipe_real_size.py --recipe recipes/cogvideox1.5-5b-i2v-lora-a6000.yaml --steps 2 --clips 2
+
+An image-to-video recipe (5B-I2V, 1.5-I2V) gets a CogVideoXImageToVideoPipeline of its family, clips whose
+manifest names a conditioning image each (a PNG at the clip's size: datasets/README.md's ``image`` field), and a
+validation video that starts from a PNG at the clip's size (ValidationVideos ``images``).
+
+Without a GPU (a dry run of this script on a tiny model: ``--model DIR --size 9x64x64``) the recipe runs on the
+CPU, uncompiled.
 """
 
 from __future__ import annotations
@@ -29,17 +38,20 @@ import yaml
 
 # What each family's released configs change against diffusers' defaults (= CogVideoX-2B's): transformer
 # (benchmarks/real_size.py's REAL_CONFIGS), VAE and scheduler (workbench/model/tiny.py's FAMILY_CHANGES).
-FAMILIES = {"cogvideox-2b": "2b", "cogvideox-5b": "5b", "cogvideox1.5-5b": "1.5"}
+FAMILIES = {"cogvideox-2b": "2b", "cogvideox-5b": "5b", "cogvideox1.5-5b": "1.5", "cogvideox-5b-i2v": "5b-i2v",
+            "cogvideox1.5-5b-i2v": "1.5-i2v"}
 
 
 def build_real_size_model(out: Path, family: str = "cogvideox-2b") -> Path:
     """A family's real configs, random weights, saved as a diffusers pipeline (bf16, safetensors)."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    import diffusers
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from real_size import REAL_CONFIGS
 
+    from workbench.model.families import family_class
     from workbench.model.tiny import COGVIDEOX_2B_SCHEDULER, FAMILY_CHANGES, t5_style_tokenizer
 
     if (out / "model_index.json").is_file():
@@ -60,17 +72,52 @@ def build_real_size_model(out: Path, family: str = "cogvideox-2b") -> Path:
     tokenizer = t5_style_tokenizer(Path(tempfile.mkdtemp()))
     tokenizer.model_max_length = 226  # the released tokenizer configs
     scheduler = CogVideoXDDIMScheduler(**{**COGVIDEOX_2B_SCHEDULER, **scheduler_changes})
-    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae, transformer=transformer,
-                             scheduler=scheduler)
+    pipeline_class = getattr(diffusers, family_class(family).pipeline_class)  # CogVideoXImageToVideoPipeline for I2V
+    pipe = pipeline_class(tokenizer=tokenizer, text_encoder=t5, vae=vae, transformer=transformer, scheduler=scheduler)
     pipe.save_pretrained(out, safe_serialization=True)
     del pipe, transformer, vae, t5
     torch.cuda.empty_cache()
     return out
 
 
+def write_image(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    """A PNG of ``height`` x ``width``: a colour gradient with a disc, something an encoder sees structure in."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([x / width, y / height, np.full_like(x, rng.uniform(), dtype=float)], -1) * 255
+    cy, cx, r = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width, min(height, width) / 6
+    img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img.astype(np.uint8)).save(path)
+    return path
+
+
+def add_images(data: Path, height: int, width: int) -> None:
+    """Give every clip of the sample dataset a conditioning image (``image`` in metadata.jsonl, a PNG under
+    frames/), as an image-to-video dataset names them (datasets/README.md)."""
+    manifest = data / "metadata.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    for i, row in enumerate(rows):
+        row["image"] = f"frames/{i:03d}.png"
+        write_image(data / row["image"], height, width, seed=i)
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, cap_gib: float,
-               sample_steps: int) -> subprocess.CompletedProcess:
+               sample_steps: int, size: tuple[int, int, int] | None = None,
+               image: Path | None = None) -> subprocess.CompletedProcess:
     cfg = yaml.safe_load(recipe.read_text())
+    if size is not None:  # clips of another size than the recipe's (a dry run on a tiny model)
+        cfg["data"].update(num_frames=size[0], height=size[1], width=size[2])
+        cfg["data"].pop("buckets", None)  # the recipe's buckets are real sizes
+    if not torch.cuda.is_available():  # a dry run on the CPU: no GPU, no compiler
+        cfg["trainer"]["accelerator"] = "cpu"
+        # no compile; no VAE tiling (a tiny VAE's tiles are 32 pixels: tiled, a 64-pixel clip encodes to 9 latents)
+        cfg["model"].setdefault("speed", {}).update(compile_blocks=False, vae_tiling=False)
+        cfg["data"]["num_workers"] = 0
     cfg["trainer"].update(max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, log_every_n_steps=1,
                           default_root_dir=str(work / "runs"))
     cfg["trainer"]["logger"]["init_args"]["tracking_uri"] = f"sqlite:///{work / 'mlflow.db'}"
@@ -78,6 +125,10 @@ def run_recipe(recipe: Path, model: Path, data: Path, work: Path, steps: int, ca
         args = cb.setdefault("init_args", {})
         if cb["class_path"].endswith("ValidationVideos"):  # one video, fewer denoising steps: this checks memory
             args.update(prompts=args["prompts"][:1], num_inference_steps=sample_steps, every_n_validations=1)
+            if size is not None:
+                args.update(num_frames=size[0], height=size[1], width=size[2])
+            if args.get("images") is not None or image is not None:  # image-to-video: the video starts from it
+                args["images"] = [str(image)]
         if cb["class_path"].endswith("ModelCheckpoint"):
             args.update(every_n_train_steps=steps)
         if cb["class_path"].endswith("StepStats"):
@@ -154,13 +205,19 @@ def main() -> int:
     t_model = time.perf_counter() - t0
     frames, height, width = ((int(v) for v in a.size.split("x")) if a.size else
                              (native.num_frames, native.height, native.width))
-    data = work / f"data-{frames}x{height}x{width}"  # the families of one --work share the clips of one size
+    i2v = family_class(family).image_conditioned
+    # the families of one --work share the clips of one size (image-to-video ones with their images)
+    data = work / f"data-{frames}x{height}x{width}{'-i2v' if i2v else ''}"
     if not (data / "metadata.jsonl").is_file():
         make_sample_dataset(data, num_clips=a.clips, num_frames=frames, fps=native.fps, height=height, width=width)
+        if i2v:
+            add_images(data, height, width)
+    image = write_image(work / f"validation-{height}x{width}.png", height, width, seed=99) if i2v else None
     t0 = time.perf_counter()
-    proc = run_recipe(Path(a.recipe), model, data, work, a.steps, a.cap_gib, a.sample_steps)
+    proc = run_recipe(Path(a.recipe), model, data, work, a.steps, a.cap_gib, a.sample_steps,
+                      size=(frames, height, width) if a.size else None, image=image)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result = {"recipe": a.recipe, "device": device, "cap_gib": a.cap_gib,
+    result = {"recipe": a.recipe, "family": family, "device": device, "cap_gib": a.cap_gib,
               "returncode": proc.returncode, "fit_wall_s": time.perf_counter() - t0, "build_model_s": t_model}
     try:
         result.update(summarize(work))

@@ -104,3 +104,22 @@ def with_cuda_autocast_norms(transformer) -> None:
             norm = getattr(block.attn1, name)
             if isinstance(norm, torch.nn.LayerNorm):
                 norm.__class__ = CudaAutocastLayerNorm
+
+
+def reference_flash4_forward(q, k, v):
+    """The FlashAttention-4 forward the op ``workbench::flash4_attention`` calls (``_flash_attn_fwd``), in PyTorch
+    on the CPU, with the strict stand-in's checks: (out (B, S, H, D) in v's dtype, lse (B, H, S) float32)."""
+    strict_flash_attn_func(q, k, v)  # refuses what the real kernel refuses
+    return _attention(q, k, v, 1.0 / math.sqrt(q.shape[-1]), False)
+
+
+def reference_flash4_backward(q, k, v, out, dout, lse):
+    """The FlashAttention-4 backward (``_flash_attn_bwd``) from the saved (out, lse), as the kernel computes it:
+    P = exp(S - lse), dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)), dQ = dS K scale, dK = dS^T Q scale."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    qf, kf, vf, of, dof = (t.float().transpose(1, 2) for t in (q, k, v, out, dout))  # (B, H, S, D)
+    p = torch.exp(qf @ kf.transpose(-1, -2) * scale - lse.unsqueeze(-1))
+    dv = p.transpose(-1, -2) @ dof
+    ds = p * (dof @ vf.transpose(-1, -2) - (dof * of).sum(-1, keepdim=True))
+    dq, dk = ds @ kf * scale, ds.transpose(-1, -2) @ qf * scale
+    return tuple(g.transpose(1, 2).to(t.dtype) for g, t in ((dq, q), (dk, k), (dv, v)))

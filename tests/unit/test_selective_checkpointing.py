@@ -73,7 +73,7 @@ def test_attention_policy_keeps_the_attention_op(net, monkeypatch):
 
 
 def test_selective_policy_runs_compiled(net):
-    """Compiled blocks are compiled with their checkpoint (one graph for every block), same numbers."""
+    """Compiled blocks are compiled with their checkpoint (the graph shared by the blocks), same numbers."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
@@ -168,3 +168,70 @@ def test_fp8_storage_with_compiled_selective_checkpointing():
     CogVideoXModule(model="m", mode="lora", frozen_dtype="bf16", speed={**speed, "checkpoint_policy": "attention"})
     with pytest.raises(ValueError, match="checkpoint_policy 'full'"):
         CogVideoXModule(model="m", mode="lora", frozen_dtype="bf16", speed=speed)
+
+
+@pytest.fixture
+def flash4_op():
+    """FlashAttention-4 as the op ``workbench::flash4_attention``, its kernels replaced by CPU references."""
+    from tests.helpers.kernels import reference_flash4_backward, reference_flash4_forward
+    from workbench.model.attention import set_flash4_kernels
+
+    set_flash4_kernels(reference_flash4_forward, reference_flash4_backward)
+    yield
+    set_flash4_kernels(None)
+
+
+def _flash4_net(net):
+    from workbench.model.attention import Flash4Attention
+
+    m = copy.deepcopy(net).to(torch.bfloat16).train()
+    m.set_attn_processor(Flash4Attention())
+    return m
+
+
+def _bf16_step(m):
+    x, e = _inputs()
+    loss = m(hidden_states=x.bfloat16(), encoder_hidden_states=e.bfloat16(),
+             timestep=torch.tensor([10])).sample.float().square().mean()
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten().float() for p in m.parameters()])
+
+
+def test_flash4_op_is_kept_and_compiles(net, flash4_op):
+    """The FlashAttention-4 op: gradients as the autograd reference's; a selective policy keeps its output
+    (eager: bitwise full checkpointing's numbers), and compiled with its checkpoint it traces without a
+    graph break (one graph per block call)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from tests.helpers.kernels import strict_flash_attn_func
+    from workbench.model.attention import Flash4Attention
+
+    assert torch.ops.workbench.flash4_attention.default in attention_ops()
+    reference = copy.deepcopy(net).to(torch.bfloat16).train()
+    reference.set_attn_processor(Flash4Attention(flash_fn=strict_flash_attn_func))
+    ref_loss, ref_grads = _bf16_step(reference)
+    plain = _flash4_net(net)
+    loss, grads = _bf16_step(plain)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(grads, ref_grads, rtol=5e-2, atol=5e-3)
+    full = _flash4_net(net)
+    enable_partial_checkpointing(full, 1.0, "full")
+    full_loss, full_grads = _bf16_step(full)
+    sac = _flash4_net(net)
+    enable_partial_checkpointing(sac, 1.0, "attention")
+    sac_loss, sac_grads = _bf16_step(sac)
+    torch.testing.assert_close(sac_loss, full_loss, rtol=0, atol=0)
+    torch.testing.assert_close(sac_grads, full_grads, rtol=0, atol=0)
+    torch._dynamo.reset()
+    compiled = _flash4_net(net)
+    enable_partial_checkpointing(compiled, 1.0, "attention")
+    counter = CompileCounterWithBackend("aot_eager")
+    compile_blocks(compiled, backend=counter)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    c_loss, c_grads = _bf16_step(compiled)
+    assert not counters["graph_break"]  # none at the attention call
+    assert 1 <= counter.frame_count <= 2  # the first block's input has other strides: one recompile
+    torch.testing.assert_close(c_loss, full_loss, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c_grads, full_grads, rtol=0, atol=1e-2)

@@ -17,6 +17,7 @@ Exports never depend on it: an attention processor is not saved with the weights
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 import torch
@@ -117,13 +118,84 @@ def kernel_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) ->
     return value.dtype
 
 
+# FlashAttention-4 as a PyTorch op, ``torch.ops.workbench.flash4_attention`` (forward and backward each an
+# opaque custom op over FA4's ``_flash_attn_fwd`` / ``_flash_attn_bwd``, the calls its own FlashAttnFunc makes):
+# torch.compile traces through it without a graph break, and selective activation checkpointing
+# (workbench.model.speed) can keep its output like SDPA's instead of recomputing it. ``set_flash4_kernels``
+# swaps in other (forward, backward) functions (the CPU tests' reference kernels).
+_FLASH4_KERNELS: list = []
+
+
+def set_flash4_kernels(forward: Callable | None, backward: Callable | None = None) -> None:
+    """(q, k, v) -> (out, lse) and (q, k, v, out, dout, lse) -> (dq, dk, dv), all (B, S, H, D) but lse (B, H, S)
+    float32; None restores FlashAttention-4's."""
+    _FLASH4_KERNELS[:] = [] if forward is None else [forward, backward]
+
+
+def _flash4_kernels():
+    if _FLASH4_KERNELS:
+        return _FLASH4_KERNELS
+    from flash_attn.cute.interface import _flash_attn_bwd, _flash_attn_fwd
+
+    return [lambda q, k, v: _flash_attn_fwd(q, k, v, return_lse=True)[:2],
+            lambda q, k, v, out, dout, lse: _flash_attn_bwd(q, k, v, out, dout, lse)[:3]]
+
+
+def _laid_out_like(t: torch.Tensor, strides_of: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides the op's fake implementation promised (a copy only if the kernel chose others)."""
+    return t if t.stride() == strides_of.stride() else torch.empty_like(strides_of).copy_(t)
+
+
+@torch.library.custom_op("workbench::flash4_attention", mutates_args=())
+def flash4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = _flash4_kernels()[0](q, k, v)
+    fake_out, fake_lse = _flash4_attention_fake(q, k, v)
+    return _laid_out_like(out, fake_out), _laid_out_like(lse.float(), fake_lse)
+
+
+@flash4_attention.register_fake
+def _flash4_attention_fake(q, k, v):
+    b, s, h, _ = q.shape
+    return q.new_empty((b, s, h, v.shape[-1])), q.new_empty((b, h, s), dtype=torch.float32)
+
+
+@torch.library.custom_op("workbench::flash4_attention_backward", mutates_args=())
+def flash4_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                              dout: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = _flash4_kernels()[1](q, k, v, out, dout, lse)
+    return _laid_out_like(dq, q), _laid_out_like(dk, k), _laid_out_like(dv, v)
+
+
+@flash4_attention_backward.register_fake
+def _(q, k, v, out, dout, lse):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _flash4_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+
+
+def _flash4_backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    return flash4_attention_backward(q, k, v, out, dout, lse)
+
+
+flash4_attention.register_autograd(_flash4_backward, setup_context=_flash4_setup_context)
+
+
 class Flash4Attention(CogVideoXAttention):
-    """FlashAttention-4 for the attention call. ``flash_fn`` (tests) stands in for ``flash_attn.cute``'s
-    ``flash_attn_func``: (B, S, H, D) tensors of one dtype, bf16 or fp16, in; ``(out, lse)`` out."""
+    """FlashAttention-4 for the attention call, through ``torch.ops.workbench.flash4_attention`` (the environment's
+    ``WORKBENCH_FLASH4_OP=0``: FA4's ``flash_attn_func`` called directly, as before the op). ``flash_fn``
+    (tests) stands in for ``flash_attn.cute``'s ``flash_attn_func`` instead: (B, S, H, D) tensors of one dtype,
+    bf16 or fp16, in; ``(out, lse)`` out."""
 
     def __init__(self, flash_fn: Callable | None = None):
-        if flash_fn is None:
+        if flash_fn is None and os.environ.get("WORKBENCH_FLASH4_OP", "1") == "0":  # FA4's own autograd.Function
             from flash_attn.cute import flash_attn_func as flash_fn
+        if flash_fn is None:
+            if not _FLASH4_KERNELS:
+                import flash_attn.cute  # noqa: F401 - missing here is an error now, not at the first step
+            flash_fn = torch.ops.workbench.flash4_attention
         self.flash_fn = flash_fn
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -80,11 +80,7 @@ class SuiteEvaluation(L.Callback):
 
     def _evaluate(self, trainer: L.Trainer, pl_module) -> None:
         suite, metrics = self.metrics.suite, self.metrics
-        metrics.device = pl_module.device
-        metrics.clip.to(pl_module.device)
-        metrics.fvd.to(pl_module.device)
-        if metrics.image_fidelity is not None:
-            metrics.image_fidelity.to(pl_module.device)
+        metrics.to(pl_module.device)
         step = f"step_{trainer.global_step:06d}"
         # rank zero's run directory, for every process's videos
         out = Path(trainer.strategy.broadcast(str(run_dir(trainer) / "eval" / suite.name / step)

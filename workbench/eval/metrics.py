@@ -20,8 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from workbench.common import UserError
+
 CORE = ("fvd", "clip_score")  # computed for every suite
 ENTRY_POINT_GROUP = "workbench.metrics"
+
+
+class MetricError(UserError, ValueError):
+    """A metric a suite names that cannot be built or used; the message names it."""
 
 
 @dataclass
@@ -71,10 +77,8 @@ class ImageFidelityMetric:
         self.metric.reset()
 
     def per_video(self, batch, frames) -> list[dict[str, float]]:
-        from workbench.eval.suite import EvalError
-
         if batch.images is None:
-            raise EvalError(f"suite {self.suite.name}: the videos came without their conditioning images")
+            raise MetricError(f"suite {self.suite.name}: the videos came without their conditioning images")
         before = {k: v.numel() for k, v in self.metric.per_video().items()}
         self.metric.update(frames, batch.images.to(frames.device))
         new = {k: v[before[k]:].tolist() for k, v in self.metric.per_video().items()}
@@ -129,12 +133,11 @@ def check_metrics(names, *, images: bool, oracle: bool) -> str | None:
 def load_metrics(suite, clip, device) -> list[SuiteMetric]:
     """The per-video metrics ``suite.metrics`` names, built (a third-party factory loaded from its entry point)."""
     from workbench.common import first_line
-    from workbench.eval.suite import EvalError
 
     found = registered()
     context = MetricContext(suite, clip, device)
     out = []
-    for name in suite.metrics:
+    for name in suite.metric_names:
         if name in CORE or name == "oracle":
             continue
         factory = found[name]
@@ -142,9 +145,9 @@ def load_metrics(suite, clip, device) -> list[SuiteMetric]:
             factory = factory.load() if hasattr(factory, "load") else factory
             metric = factory(context)
         except Exception as e:  # noqa: BLE001 - a third party's package: one line naming it
-            raise EvalError(f"metric {name!r}: cannot be built ({type(e).__name__}: {first_line(e)})") from None
+            raise MetricError(f"metric {name!r}: cannot be built ({type(e).__name__}: {first_line(e)})") from None
         if not isinstance(metric, SuiteMetric):
-            raise EvalError(f"metric {name!r}: {type(metric).__name__} lacks names, to, reset or per_video "
+            raise MetricError(f"metric {name!r}: {type(metric).__name__} lacks names, to, reset or per_video "
                             "(workbench.eval.metrics.SuiteMetric)")
         out.append(metric.to(device) or metric)
     return out

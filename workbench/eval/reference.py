@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,20 @@ class SuiteMetrics:
     cache_path: Path
     device: Any  # torch.device
     provenance: dict | None = None
-    image_fidelity: Any = None  # workbench.metrics.ImageFidelity, for suites with images (through the same CLIP)
+    per_video: list = field(default_factory=list)  # the suite's per-video metrics (workbench.eval.metrics)
 
     def reset(self) -> None:
         """Empty every metric's state (the reference statistics stay)."""
-        for metric in (self.clip, self.fvd, self.image_fidelity):
-            if metric is not None:
-                metric.reset()
+        for metric in (self.clip, self.fvd, *self.per_video):
+            metric.reset()
+
+    def to(self, device) -> None:
+        """Every metric on ``device`` (the training callback scores on the training device)."""
+        import torch
+
+        self.device = torch.device(device)
+        for metric in (self.clip, self.fvd, *self.per_video):
+            metric.to(self.device)
 
 
 def _reference_entries(suite: Suite, root: Path):
@@ -211,12 +218,10 @@ def load_suite_metrics(suite: Suite, *, cache_dir: str | os.PathLike | None = No
     fvd.to(device)
     provenance = {"fvd_detector_kind": kind, "fvd_detector_sha256": sha, "fvd_protocol": suite.protocol,
                   "clip_model_revision": clip_revision(suite.clip_model)}
-    fidelity = None
-    if suite.images:
-        from workbench.metrics.image_fidelity import ImageFidelity
+    from workbench.eval.metrics import load_metrics
 
-        fidelity = ImageFidelity(clip=clip)
-    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device, provenance, fidelity)
+    per_video = load_metrics(suite, clip, device)
+    return SuiteMetrics(suite, clip, fvd, stats.num_samples, cache_path, device, provenance, per_video)
 
 
 def clip_revision(model: str) -> str:

@@ -87,14 +87,9 @@ def score_batch(metrics: SuiteMetrics, batch: VideoBatch) -> list[VideoScore]:
     features = metrics.fvd.features()[rows:].double().cpu().numpy()
     checks = [check_video(oracle, v, p) if oracle else None for v, p in zip(batch.frames, batch.prompts)]
     values = [None] * len(batch.prompts)
-    if metrics.image_fidelity is not None:
-        if batch.images is None:
-            raise EvalError(f"suite {metrics.suite.name}: the videos came without their conditioning images")
-        fidelity = metrics.image_fidelity
-        before = {k: v.numel() for k, v in fidelity.per_video().items()}
-        fidelity.update(frames, batch.images.to(metrics.device))
-        new = {k: v[before[k]:].tolist() for k, v in fidelity.per_video().items()}
-        values = [{k: float(new[k][j]) for k in new} for j in range(len(batch.prompts))]
+    for metric in metrics.per_video:  # the suite's per-video metrics (workbench.eval.metrics), each by name
+        for j, named in enumerate(metric.per_video(batch, frames)):
+            values[j] = {**(values[j] or {}), **{k: float(v) for k, v in named.items()}}
     return [VideoScore(p, float(c), s, i, path, check, f, values=v) for p, c, s, i, path, check, f, v in
             zip(batch.prompts, scores, batch.seeds, batch.prompt_indices, batch.paths, checks, features, values)]
 

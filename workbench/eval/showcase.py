@@ -14,13 +14,24 @@ ROWS = (("accuracy/colour", "prompt accuracy: colour", "{:.0%}"),
         ("clip_score", "CLIP score (learned CLIP)", "{:.2f}"))
 
 
+def metric_rows(metrics_by_suite: dict[str, dict[str, float]]) -> tuple:
+    """``ROWS`` and, after them, a row for every other metric the suites produced for both models (a suite's
+    per-video metrics, workbench.eval.metrics: image fidelity's, a third party's), by its name."""
+    known = {key for key, _, _ in ROWS}
+    first = next(iter(metrics_by_suite.values()), {})
+    extra = sorted(k[len("eval/"):] for k in first if k.startswith("eval/") and f"{k}_base" in first
+                   and not k.endswith(("_base", "_difference", "_ci_low", "_ci_high"))
+                   and k[len("eval/"):] not in known and not k.startswith("eval/num_"))
+    return (*ROWS, *((name, name.replace("_", " "), "{:.3g}") for name in extra))
+
+
 def before_after_table(metrics_by_suite: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per metric, base and fine-tuned columns per suite (``eval/<m>`` and
     ``eval/<m>_base`` from each suite's metrics)."""
     suites = list(metrics_by_suite)
     head = "| metric | " + " | ".join(f"{s}: base | {s}: fine-tuned" for s in suites) + " |"
     lines = [head, "|---|" + "---|---|" * len(suites)]
-    for key, label, fmt in ROWS:
+    for key, label, fmt in metric_rows(metrics_by_suite):
         if not all(f"eval/{key}" in m for m in metrics_by_suite.values()):
             continue
         cells = []

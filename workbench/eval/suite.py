@@ -71,6 +71,7 @@ class Suite:
     bootstrap_seed: int = 0
     approximate: str | None = None
     description: str = ""
+    metrics: tuple[str, ...] = ()  # the metrics it reports (workbench.eval.metrics); () = the default list
     path: Path | None = None  # the YAML file it was read from
 
     def __post_init__(self) -> None:
@@ -133,6 +134,15 @@ class Suite:
                 parse_approximation(self.approximate)
             except ApproximationError as e:
                 fail(f"{e} (or leave it out: exact generation)")
+        if isinstance(self.metrics, (str, bytes)) or not isinstance(self.metrics, (tuple, list)):
+            fail("metrics must be a list of metric names, e.g. [fvd, clip_score, image_fidelity]")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if self.metrics:
+            from workbench.eval.metrics import check_metrics
+
+            problem = check_metrics(self.metrics, images=bool(self.images), oracle=self.oracle is not None)
+            if problem:
+                fail(problem)
         if self.oracle is not None:
             from workbench.eval.oracles import oracles
 
@@ -170,6 +180,14 @@ class Suite:
         """A copy with the non-None ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics it reports: its ``metrics:`` list, else fvd and clip_score, image_fidelity with images and
+        oracle with an oracle (workbench.eval.metrics)."""
+        from workbench.eval.metrics import default_metrics
+
+        return self.metrics or default_metrics(bool(self.images), self.oracle is not None)
+
     def settings(self) -> dict[str, Any]:
         """Flat, JSON-able settings (MLflow params, results.json)."""
         return {
@@ -182,7 +200,7 @@ class Suite:
             "protocol": self.protocol, "fvd_detector_kind": self.fvd_detector_kind,
             "confidence": self.confidence, "bootstrap_resamples": self.bootstrap_resamples,
             "bootstrap_seed": self.bootstrap_seed, "approximate": self.approximate,
-            "num_images": len(self.images),
+            "num_images": len(self.images), "metrics": list(self.metric_names),
         }
 
     def conditioning_images(self) -> list:
@@ -320,6 +338,10 @@ def load_suite(path: str | os.PathLike) -> Suite:
                    for line in _read_utf8(images_file, "images_file").splitlines() if line.strip()]
     fields.pop("images_file", None)
     fields["images"] = tuple(images)
+    if "metrics" in fields:
+        if not isinstance(fields["metrics"], list):
+            raise SuiteError(f"{path}: metrics must be a list of metric names, e.g. [fvd, clip_score]")
+        fields["metrics"] = tuple(fields["metrics"])
     seeds = fields.get("seeds", [0])
     fields["seeds"] = tuple(seeds) if isinstance(seeds, list) else (seeds,)
     for key in ("reference", "fvd_detector"):

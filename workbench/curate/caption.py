@@ -207,7 +207,8 @@ class Captioner:
             warnings.simplefilter("ignore")
             self.tokenizer = AutoTokenizer.from_pretrained(captioner, padding_side="left")
             self.image_processor = AutoImageProcessor.from_pretrained(captioner)
-            self.model = AutoModelForImageTextToText.from_pretrained(captioner, dtype=dtype).to(device).eval()
+            self.model = AutoModelForImageTextToText.from_pretrained(captioner, dtype=dtype,
+                                                                     use_safetensors=True).to(device).eval()
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise CaptionError(f"{captioner}: the tokenizer has no chat template; use an -Instruct checkpoint")
         self.merge = int(getattr(self.image_processor, "merge_size", 2))

@@ -26,7 +26,9 @@ ALLOWED = {
     # makes the sample data; data and eval never import it
     "shapes": {"common", "model", "metrics", "data", "eval"},
     "export": {"common", "model", "tracking"},
-    "commands": {"common", "model", "data", "metrics", "tracking", "shapes", "train", "eval", "export"},
+    # curation (``data split``): raw footage into clips, before data check; it reads videos through data
+    "curate": {"common", "model", "data"},
+    "commands": {"common", "model", "data", "metrics", "tracking", "shapes", "train", "eval", "export", "curate"},
     "cli": {"common", "commands", "console"},
     "console": set(),
     "__init__": set(),

@@ -1,0 +1,1 @@
+"""Curation: from raw footage to a training set (``workbench data split``), the stage before ``data check``."""

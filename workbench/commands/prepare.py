@@ -40,10 +40,18 @@ def _recipe_values(path: str) -> dict:
     from workbench.train.cli import read_recipe
 
     recipe = read_recipe(path)
-    data, model = recipe["data"], recipe["model"]
-    return {"model": model["model"], "root": data["root"], "cache": data["cache"], "num_frames": data["num_frames"],
-            "height": data["height"], "width": data["width"], "fps": data["fps"], "dtype": model["frozen_dtype"],
-            "vae_tiling": model["speed"]["vae_tiling"], "buckets": data["buckets"]}
+    # any group of a recipe may be absent or null (a recipe without a speed: block has model.speed None)
+    data, model = _group(recipe, "data"), _group(recipe, "model")
+    return {"model": model.get("model"), "root": data.get("root"), "cache": data.get("cache"),
+            "num_frames": data.get("num_frames"), "height": data.get("height"), "width": data.get("width"),
+            "fps": data.get("fps", "auto"), "dtype": model.get("frozen_dtype"),
+            "vae_tiling": _group(model, "speed").get("vae_tiling"), "buckets": data.get("buckets")}
+
+
+def _group(values: dict, name: str) -> dict:
+    """``values[name]`` as a dict ({} when absent or null)."""
+    group = values.get(name)
+    return group if isinstance(group, dict) else {}
 
 
 def _default_dtype(device: str | None) -> str:

@@ -14,7 +14,8 @@ Layout of a cache directory::
                               (latent_dist (2C, F', H/8, W/8), prompt_embeds (L, D), and any a family adds)
 
 Each shard is written to a temporary name, fsynced and renamed, so a kill never leaves a half-written
-shard; re-running ``prepare`` encodes only what is missing. A full disk (ENOSPC, EDQUOT) stops ``prepare``
+shard; re-running ``prepare`` encodes only what is missing, and the entries whose identity (``Entry.key``: the file,
+and a range row's range) differs from the one the shard recorded. A full disk (ENOSPC, EDQUOT) stops ``prepare``
 with one line naming the file and its size (``DiskFull``): the shards written before it are complete,
 with their checksums, and the index still reads as an incomplete cache, which the next ``prepare`` finishes. Processes can split the work
 (``--num-shards``/``--shard-index``, or one per GPU rank) since every sample has its own file.
@@ -192,7 +193,7 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
         _atomic_safetensors(cache_dir / "empty_prompt.safetensors", {"prompt_embeds": empty_prompt_fn()})
 
     mine = [i for i in range(len(entries)) if i % world_size == rank]
-    todo = [i for i in mine if not shard_path(cache_dir, i).is_file()]
+    todo = [i for i in mine if not shard_path(cache_dir, i).is_file() or _stale_shard(shard_path(cache_dir, i), entries[i])]
     failures = {}
     bar = tqdm(todo, desc=f"encoding (rank {rank})" if world_size > 1 else "encoding", unit="clip",
                disable=not progress)
@@ -200,11 +201,13 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
         try:
             tensors = encode_fn(entries[i])
         except Exception as e:  # noqa: BLE001 - a bad sample is reported, never fatal to the others
-            failures[entries[i].file_name] = f"{type(e).__name__}: {e}"
+            failures[entries[i].key] = f"{type(e).__name__}: {e}"
+            shard_path(cache_dir, i).unlink(missing_ok=True)  # a stale shard of another range must not stay
             continue
         height, width = tensors.pop("size")
         shard = shard_path(cache_dir, i)
-        digest = _atomic_safetensors(shard, tensors, {"height": str(height), "width": str(width)})
+        digest = _atomic_safetensors(shard, tensors, {"height": str(height), "width": str(width),
+                                                      "key": entries[i].key})
         try:
             atomic_write_text(checksum_path(shard), digest + "\n", what="a cache shard's checksum")
         except BaseException:
@@ -228,7 +231,8 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
         "root": str(Path(root).resolve()),
         "complete": len(have) == len(entries),
         "num_entries": len(entries),
-        "entries": [{"file_name": entries[i].file_name, "caption": entries[i].caption, "image": entries[i].image,
+        "entries": [{"file_name": entries[i].file_name, "key": entries[i].key, "start": entries[i].start,
+                     "end": entries[i].end, "caption": entries[i].caption, "image": entries[i].image,
                      "shard": shard_path(cache_dir, i).name, "size": _shard_size(shard_path(cache_dir, i)),
                      "sha256": _recorded_sha256(shard_path(cache_dir, i))}
                     for i in have],
@@ -241,13 +245,51 @@ def finalize_index(cache_dir: Path, root, key: CacheKey, entries: list[Entry]) -
 def check_images(cache_dir: str | Path, index: dict, manifest: list[Entry]) -> None:
     """CacheError when the manifest now names other conditioning images than the cache was encoded with (an
     image-to-video cache stores each image's latents, so they are part of what keys it)."""
-    cached = {e["file_name"]: e.get("image") for e in index.get("entries", [])}
-    changed = [e for e in manifest if e.file_name in cached and cached[e.file_name] != e.image]
+    cached = {e.get("key", e["file_name"]): e.get("image") for e in index.get("entries", [])}
+    changed = [e for e in manifest if e.key in cached and cached[e.key] != e.image]
     if changed:
         e = changed[0]
         raise CacheError(f"{cache_dir}: {len(changed)} clips have another image than when the cache was made (first: "
-                         f"{e.file_name}, {e.where}: {e.image!r}, cached {cached[e.file_name]!r}); delete the cache "
+                         f"{e.key}, {e.where}: {e.image!r}, cached {cached[e.key]!r}); delete the cache "
                          "folder (or prepare into a new one) to encode them again")
+
+
+def stale_entries(index: dict, manifest: list[Entry]) -> list[tuple[Entry, str]]:
+    """Manifest entries whose cached shard holds another range (or a range where the row has none, or none where
+    it has one) than the row now names, with the key cached for each: the cache's sample identity is
+    ``Entry.key``, by manifest position (shard N is row N)."""
+    stale = []
+    for cached in index.get("entries", []):
+        i = int(Path(cached["shard"]).stem)
+        if i >= len(manifest):
+            continue
+        entry, key = manifest[i], cached.get("key", cached["file_name"])
+        if key != entry.key and (entry.range is not None or cached.get("start") is not None):
+            stale.append((entry, key))
+    return stale
+
+
+def check_ranges(cache_dir: str | Path, index: dict, manifest: list[Entry]) -> None:
+    """CacheError when manifest rows now name other clip ranges than the cache was encoded from."""
+    stale = stale_entries(index, manifest)
+    if stale:
+        e, key = stale[0]
+        raise CacheError(f"{cache_dir}: {len(stale)} manifest rows name another clip range than the cache holds "
+                         f"(first: {e.where}: {e.key}, cached {key}); re-run `workbench prepare` (or fit with "
+                         "data.cache: auto): it encodes those rows again")
+
+
+def _stale_shard(shard: Path, entry: Entry) -> bool:
+    """Whether ``shard`` was encoded from another sample than ``entry`` (its recorded key; a shard written before
+    keys were recorded is a whole file's, stale only for a range row)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(shard), framework="pt") as f:
+            recorded = (f.metadata() or {}).get("key")
+    except Exception:  # noqa: BLE001 - an unreadable shard is the checksum's business, when it is read
+        return False
+    return recorded != entry.key if recorded is not None else entry.range is not None
 
 
 def _recorded_sha256(shard: Path) -> str | None:
@@ -300,7 +342,7 @@ class CachedLatentDataset(Dataset):
         entry = self.entries[i]
         tensors = load_shard(self.cache_dir / "shards" / entry["shard"], entry.get("sha256"))
         # every named tensor the family's encoders stored (latent_dist, prompt_embeds, and whatever else it adds)
-        return {**tensors, "caption": entry["caption"], "id": entry["file_name"]}
+        return {**tensors, "caption": entry["caption"], "id": entry.get("key", entry["file_name"])}
 
     def collate(self, samples: list[dict]) -> dict:
         batch = {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if torch.is_tensor(v)}

@@ -201,14 +201,14 @@ def _check_duplicates(results: list[SampleResult]) -> None:
     seen_path: dict[str, SampleResult] = {}
     seen_hash: dict[str, SampleResult] = {}
     for r in results:
-        key = os.path.normpath(r.entry.file_name)
+        key = os.path.normpath(r.entry.file_name) + r.entry.key[len(r.entry.file_name):]  # a range: its own sample
         if r.entry.file_name.strip() and key in seen_path:
             first = seen_path[key]
             r.add(WARNING, "duplicate_entry", f"listed again (first at {first.entry.where}): it is seen twice per "
                   "epoch; remove one row unless that is intended")
             continue
         seen_path.setdefault(key, r)
-        if r.sha256 is not None:
+        if r.sha256 is not None and r.entry.range is None:  # ranges of one footage file share its bytes
             if r.sha256 in seen_hash:
                 first = seen_hash[r.sha256]
                 r.add(WARNING, "duplicate_content", f"same bytes (sha256 {r.sha256[:12]}) as {first.entry.file_name} "
@@ -244,7 +244,7 @@ def _summarise(results, num_frames, fps, height, width, buckets, token_counts):
     cropped = upscaled = resampled = 0
     samples = []
     for n, r in enumerate(results):
-        record = {"file": r.entry.file_name, "where": r.entry.where, "caption": r.entry.caption, "usable": r.usable,
+        record = {"file": r.entry.key, "where": r.entry.where, "caption": r.entry.caption, "usable": r.usable,
                   "issues": [i.code for i in r.issues], "size_bytes": r.size_bytes, "sha256": r.sha256,
                   "video": None if r.height is None else {"num_frames": r.num_frames, "fps": r.fps, "width": r.width,
                                                           "height": r.height}}

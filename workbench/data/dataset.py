@@ -52,13 +52,13 @@ class VideoCaptionDataset(Dataset):
         """Sample ``index`` or SampleError naming the file and the reason."""
         entry = self.entries[index]
         if entry.caption is None:
-            raise SampleError(f"{entry.file_name} ({entry.where}): missing caption")
+            raise SampleError(f"{entry.key} ({entry.where}): missing caption")
         height, width = self.size(index)
         try:
-            video = load_clip(entry.path(self.root), self.num_frames, height, width, self.fps)
+            video = load_clip(entry.path(self.root), self.num_frames, height, width, self.fps, entry.start, entry.end)
         except VideoError as e:
-            raise SampleError(f"{entry.file_name} ({entry.where}): {e}") from e
-        sample = {"video": video, "caption": entry.caption, "id": entry.file_name}
+            raise SampleError(f"{entry.key} ({entry.where}): {e}") from e
+        sample = {"video": video, "caption": entry.caption, "id": entry.key}
         if entry.image is not None:
             sample["image"] = load_image(entry, self.root, height, width)
         return sample
@@ -75,14 +75,14 @@ class VideoCaptionDataset(Dataset):
                     sample = self.load(candidate)
                 except Exception as e:  # under `skip` nothing a sample does may stop the run
                     reason = self._bad[candidate] = str(e) if isinstance(e, SampleError) else (
-                        f"{self.entries[candidate].file_name} ({self.entries[candidate].where}): "
+                        f"{self.entries[candidate].key} ({self.entries[candidate].where}): "
                         f"{type(e).__name__}: {e}")
                     warnings.warn(f"skipped bad sample {reason}", stacklevel=2)
                 else:
                     sample["skipped"] = skipped
                     return sample
             entry = self.entries[candidate]
-            skipped.append({"root": str(self.root), "file": entry.file_name, "where": entry.where, "reason": reason,
+            skipped.append({"root": str(self.root), "file": entry.key, "where": entry.where, "reason": reason,
                             "stage": "load"})
         raise SampleError(f"no loadable sample left of size {self.size(index)}: every one failed "
                           f"({len(skipped)} tried; first: {skipped[0]['reason']})")
@@ -104,9 +104,9 @@ def load_image(entry: Entry, root: Path, height: int, width: int) -> torch.Tenso
     try:
         pixels = np.asarray(open_rgb_image(entry.image_path(root)))
     except FileNotFoundError:
-        raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: no such file") from None
+        raise SampleError(f"{entry.key} ({entry.where}): image {entry.image}: no such file") from None
     except ImageUnreadable as e:
-        raise SampleError(f"{entry.file_name} ({entry.where}): image {entry.image}: not a readable image ({e})") from None
+        raise SampleError(f"{entry.key} ({entry.where}): image {entry.image}: not a readable image ({e})") from None
     frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float()  # (1, C, h, w), as load_clip's
     return (resize_crop(frame, height, width)[0] / 127.5 - 1.0).contiguous()
 

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def _answer_open(path: str) -> tuple[dict, VideoInfo | None]:
-    """The worker's answer to ``open`` and the VideoInfo it found (None when the file cannot be read)."""
+def _answer_open(path: str, start: float | None = None, end: float | None = None) -> tuple[dict, VideoInfo | None]:
+    """The worker's answer to ``open`` and the VideoInfo it found (None when the file cannot be read); with a
+    range, also the count (``range_num_frames``) and mean rate (``range_fps``) of the frames within it."""
     from workbench.data.decoding import UnsupportedCodecError, probe
 
     try:
@@ -39,16 +40,28 @@ def _answer_open(path: str) -> tuple[dict, VideoInfo | None]:
     # "channels" is always 3 now (PyAV reads the widths decord mangles); kept for callers that still check it
     return {"ok": True, "num_frames": int(info.num_frames), "fps": float(info.fps), "height": int(info.height),
             "width": int(info.width), "channels": 3, "duration": float(info.duration), "vfr": bool(info.vfr),
-            "fps_min": float(lowest), "fps_max": float(highest), "codec": info.codec, "backend": info.backend}, info
+            "fps_min": float(lowest), "fps_max": float(highest), "codec": info.codec, "backend": info.backend,
+            **_range_answer(info, start, end)}, info
 
 
-def _answer_decode(path: str, info: VideoInfo, num_frames: int, fps: float | None) -> dict:
-    """Decode the frames training would take from the last opened file (nothing when it is too short)."""
+def _range_answer(info: VideoInfo, start: float | None, end: float | None) -> dict:
+    if start is None:
+        return {}
+    from workbench.data.video import range_info, frames_in_range
+
+    first, count = frames_in_range(info, start, end)
+    return {"range_num_frames": count, "range_fps": float(range_info(info, first, count).fps)}
+
+
+def _answer_decode(path: str, info: VideoInfo, num_frames: int, fps: float | None, start: float | None = None,
+                   end: float | None = None) -> dict:
+    """Decode the frames training would take from the last opened file, or its range (nothing when it is too
+    short)."""
     from workbench.data.decoding import VideoError, read_frames
     from workbench.data.video import frame_times_at_fps
 
     try:
-        times = frame_times_at_fps(info, num_frames, fps)
+        times = frame_times_at_fps(info, num_frames, fps, start, end)
     except VideoError:
         return {"ok": True, "decoded": 0}  # too short: the caller reports it from the frame count
     frames = read_frames(path, times)
@@ -80,11 +93,12 @@ def _serve() -> None:
         try:
             if request["op"] == "open":
                 path, info = request["path"], None
-                answer, info = _answer_open(path)
+                answer, info = _answer_open(path, request.get("start"), request.get("end"))
             elif info is None:
                 answer = {"ok": False, "error": "nothing opened to decode"}
             else:
-                answer = _answer_decode(path, info, request["num_frames"], request.get("fps"))
+                answer = _answer_decode(path, info, request["num_frames"], request.get("fps"), request.get("start"),
+                                        request.get("end"))
         except Exception as e:  # VideoError, and whatever else a decoder raises on bad input
             answer = {"ok": False, "error": _first_line(e)}
         protocol.write(json.dumps(answer) + "\n")
@@ -176,8 +190,10 @@ class DecoderPool:
         for p in self.processes:
             p.close()
 
-    def probe(self, path: Path, num_frames: int, fps: float | None, decode: bool) -> dict:
-        """Open ``path``; with ``decode``, also decode the frames training would take from it.
+    def probe(self, path: Path, num_frames: int, fps: float | None, decode: bool, start: float | None = None,
+              end: float | None = None) -> dict:
+        """Open ``path``; with ``decode``, also decode the frames training would take from it (from its range
+        [start, end] s when given: the answer then has ``range_num_frames`` and ``range_fps`` too).
 
         Returns the video's ``num_frames, fps, height, width, duration, vfr, fps_min, fps_max, codec`` and, on
         failure, ``ok: false`` with ``error`` and maybe ``code`` (``unsupported_codec``, ``decoder_crash``,
@@ -185,10 +201,11 @@ class DecoderPool:
         """
         worker = self.free.get()
         try:
-            info = worker.request({"op": "open", "path": str(path)})
+            info = worker.request({"op": "open", "path": str(path), "start": start, "end": end})
             if not info.get("ok") or not decode or info["num_frames"] < 1 or info["fps"] <= 0:
                 return info
-            decoded = worker.request({"op": "decode", "num_frames": num_frames, "fps": fps})
+            decoded = worker.request({"op": "decode", "num_frames": num_frames, "fps": fps, "start": start,
+                                      "end": end})
             return info if decoded.get("ok") else {**info, **decoded, "ok": False, "opened": True}
         finally:
             self.free.put(worker)

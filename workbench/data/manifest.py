@@ -10,6 +10,11 @@ Two layouts are read (documented in datasets/README.md):
 Image-to-video datasets may name each clip's conditioning image: an ``image`` column (jsonl/csv) or an
 ``images.txt`` beside ``videos.txt``, paths inside the dataset root like the videos'. Without one, an
 image-to-video model is conditioned on the clip's first sampled frame.
+
+Range rows (jsonl/csv): ``source``, ``start``, ``end`` and no ``file_name`` name a span of a longer footage file
+(seconds of presentation time from its first frame); ``source`` is relative to ``split.json``'s ``footage_root``
+when the dataset has one, else to the dataset root. A row with ``file_name`` too reads that file whole (its
+source/start/end are provenance only).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ class UnusablePath(ManifestError):
     ``reason`` is the message without the entry's name and line."""
 
     def __init__(self, entry: Entry, reason: str):
-        super().__init__(f"{entry.file_name} ({entry.where}): {reason}")
+        super().__init__(f"{entry.key} ({entry.where}): {reason}")
         self.reason = reason
 
 
@@ -45,31 +51,52 @@ class PathOutsideRoot(UnusablePath):
 class Entry:
     """One manifest row. ``where`` names the manifest line, for error messages."""
 
-    file_name: str
+    file_name: str  # the file read; a range row's ``source``
     caption: str | None
     where: str
     image: str | None = None  # image-to-video: the conditioning image (default: the clip's first frame)
+    start: float | None = None  # a range row: the span read, seconds from the source's first frame
+    end: float | None = None
+    base: str | None = None  # the folder file_name is relative to when not the dataset root (footage_root)
+    provenance: tuple | None = None  # a clip row's (source, start, end) as written; never read from
+
+    @property
+    def key(self) -> str:
+        """The sample's identity (dataset ids, duplicates, the cache, reports, I2V noise seeds): two ranges of
+        one source are two samples."""
+        if self.start is None:
+            return self.file_name
+        return f"{self.file_name}@{self.start:.3f}-{self.end:.3f}"
+
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """(start, end) of a range row, None for a file read whole."""
+        return None if self.start is None else (self.start, self.end)
 
     def path(self, root: str | Path) -> Path:
-        """The entry's file under ``root``. The dataset root is a boundary: an absolute path, a path that
-        leaves it with ``..`` or a symlink that resolves outside it raises PathOutsideRoot naming the line."""
+        """The entry's file under ``root`` (under the footage root for a range row of a dataset with split.json).
+        That folder is a boundary: an absolute path, a path that leaves it with ``..`` or a symlink that resolves
+        outside it raises PathOutsideRoot naming the line."""
+        if self.base is not None:
+            return self._inside(Path(root) / self.base, self.file_name, "footage root")
         return self._inside(root, self.file_name)
 
     def image_path(self, root: str | Path) -> Path | None:
         """The entry's conditioning image under ``root`` (the same boundary as ``path``), or None."""
         return None if self.image is None else self._inside(root, self.image)
 
-    def _inside(self, root: str | Path, name: str) -> Path:
+    def _inside(self, root: str | Path, name: str, what: str = "dataset root") -> Path:
         root = Path(root)
         real_root = root.resolve()
-        fix = "copy the file into the dataset folder and list it relative to it"
+        fix = ("list the footage relative to it" if what == "footage root"
+               else "copy the file into the dataset folder and list it relative to it")
         if name != self.file_name:  # the entry's image: say so
             fix = f"{fix} (image {name})"
         if Path(name).is_absolute() or Path(name).drive:
-            raise PathOutsideRoot(self, f"absolute path; manifest paths must be relative to the dataset root ({root}): "
+            raise PathOutsideRoot(self, f"absolute path; manifest paths must be relative to the {what} ({root}): "
                                         f"{fix}")
         if not Path(os.path.normpath(real_root / name)).is_relative_to(real_root):
-            raise PathOutsideRoot(self, f"path leaves the dataset root ({root}): {fix}")
+            raise PathOutsideRoot(self, f"path leaves the {what} ({root}): {fix}")
         try:
             resolved = (real_root / name).resolve()
         except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, a symlink loop, a name too long
@@ -77,8 +104,8 @@ class Entry:
             what = f"image {name!r}" if name != self.file_name else "path"
             raise UnusablePath(self, f"the {what} {why}: fix the manifest row") from None
         if not resolved.is_relative_to(real_root):
-            raise PathOutsideRoot(self, f"is a symlink to {resolved}, outside the dataset root ({root}): {fix} (the "
-                                        "dataset must be self-contained)")
+            raise PathOutsideRoot(self, f"is a symlink to {resolved}, outside the {what} ({root}): {fix} (the "
+                                        f"{'footage' if what == 'footage root' else 'dataset'} must be self-contained)")
         return root / name
 
 
@@ -126,6 +153,7 @@ def read_manifest(root: str | Path) -> list[Entry]:
     root = Path(root)
     layout = find_manifest(root)
     entries: list[Entry] = []
+    footage = _Footage(root)
     if layout == "metadata.jsonl":
         path = root / layout
         for n, line in enumerate(read_lines(path), start=1):
@@ -138,10 +166,10 @@ def read_manifest(root: str | Path) -> list[Entry]:
             except RecursionError:
                 raise ManifestError(f"{path}:{n}: invalid JSON (nested too deeply); each line is one JSON object "
                                     "such as {\"file_name\": \"videos/a.mp4\", \"caption\": \"...\"}") from None
-            if not isinstance(row, dict) or "file_name" not in row:
-                raise ManifestError(f"{path}:{n}: each line needs a 'file_name' (and 'caption') field")
-            entries.append(Entry(str(row["file_name"]), _caption(row.get("caption")), f"{layout}:{n}",
-                                 _image(row.get("image"))))
+            if not isinstance(row, dict) or ("file_name" not in row and "source" not in row):
+                raise ManifestError(f"{path}:{n}: each line needs a 'file_name' (and 'caption') field, or a clip "
+                                    "range: 'source', 'start', 'end' (see datasets/README.md, Clip ranges)")
+            entries.append(_entry(row, f"{layout}:{n}", f"{path}:{n}", footage))
     elif layout == "metadata.csv":
         path = root / layout
         # The csv module reads quoted fields across lines (a caption with a line break) and counts lines
@@ -152,15 +180,19 @@ def read_manifest(root: str | Path) -> list[Entry]:
         except csv.Error as e:
             raise ManifestError(f"{path}:1: unreadable CSV header ({first_line(e)}); the first line names the "
                                 "columns: file_name,caption") from None
-        if "file_name" not in fields:
+        if "file_name" not in fields and "source" not in fields:
             raise ManifestError(f"{path}: header must have 'file_name' and 'caption' columns (found "
                                 f"{', '.join(repr(f) for f in fields) or 'none'})")
         reader.fieldnames = fields
         start = reader.line_num + 1
         try:
             for row in reader:
-                entries.append(Entry((row["file_name"] or "").strip(), _caption(row.get("caption")),
-                                     f"{layout}:{start}", _image(row.get("image"))))
+                # an empty cell is an absent value; no file_name but a source: a range row
+                cells = {k: v for k, v in row.items() if k is not None and isinstance(v, str) and v.strip()}
+                name = (row.get("file_name") or "").strip()
+                if name or not cells.get("source"):
+                    cells["file_name"] = name
+                entries.append(_entry(cells, f"{layout}:{start}", f"{path}:{start}", footage))
                 start = reader.line_num + 1
         except csv.Error as e:  # a field past the csv module's limit: mostly a quote that is never closed
             raise ManifestError(f"{path}:{start}: unreadable CSV row ({first_line(e)}); look for a '\"' that is "
@@ -182,6 +214,77 @@ def read_manifest(root: str | Path) -> list[Entry]:
     if not entries:
         raise ManifestError(f"{root / layout.split(' ')[0]}: the manifest lists no videos")
     return entries
+
+
+class _Footage:
+    """The folder range rows' ``source`` is relative to: split.json's ``footage_root`` (read once, when the first
+    range row needs it), else the dataset root (None)."""
+
+    def __init__(self, root: Path):
+        self.root, self.read, self.base = root, False, None
+
+    def __call__(self) -> str | None:
+        if not self.read:
+            self.read, self.base = True, footage_root(self.root)
+        return self.base
+
+
+def footage_root(root: str | Path) -> str | None:
+    """``footage_root`` of ``root/split.json`` as written (absolute, or relative to ``root``), None without
+    split.json; a ManifestError naming split.json for one that is not JSON, lacks it or names no folder."""
+    path = Path(root) / "split.json"
+    if not path.is_file():
+        return None
+    fix = ('split.json must be a JSON object with "footage_root": the folder holding the footage (absolute, or '
+           'relative to the dataset folder)')
+    try:
+        spec = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ManifestError(f"{path}: not JSON ({first_line(e)}); {fix}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("footage_root"), str) or not spec["footage_root"].strip():
+        raise ManifestError(f"{path}: no \"footage_root\" string; {fix}")
+    base = spec["footage_root"].strip()
+    if not (Path(root) / base).is_dir():
+        raise ManifestError(f"{path}: footage_root {base!r} is not a folder ({Path(root) / base} not found); fix it to "
+                            "name the folder holding the footage (absolute, or relative to the dataset folder)")
+    return base
+
+
+def _seconds(row: dict, name: str, at: str) -> float | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ManifestError(f"{at}: {name}={value!r} is not a number of seconds; write {name} as seconds from the "
+                            "footage's first frame (e.g. 12.5)")
+    return seconds
+
+
+def _entry(row: dict, where: str, at: str, footage: _Footage) -> Entry:
+    """One jsonl/csv row (``at``: the manifest line, for errors): a clip file, or a range of a footage file."""
+    start, end = _seconds(row, "start", at), _seconds(row, "end", at)
+    if (start is None) != (end is None):
+        given, missing = ("start", "end") if end is None else ("end", "start")
+        raise ManifestError(f"{at}: {given} without {missing}; a clip range needs both (seconds), or neither")
+    if start is not None and not 0 <= start < end:
+        raise ManifestError(f"{at}: range start={start:g} end={end:g} is empty or negative; it needs "
+                            "0 <= start < end (seconds from the footage's first frame)")
+    source = row.get("source")
+    source = None if source is None else str(source).strip()
+    if start is not None and not source:
+        raise ManifestError(f"{at}: start/end without 'source'; a range row names its footage file in 'source' (and "
+                            "has no 'file_name'): add it, or drop start/end to read file_name whole")
+    caption, image = _caption(row.get("caption")), _image(row.get("image"))
+    if "file_name" in row:  # a clip file read whole; source/start/end only say where it was cut from
+        provenance = None if source is None else (source, start, end)
+        return Entry(str(row["file_name"]), caption, where, image, provenance=provenance)
+    return Entry(source, caption, where, image, start=start, end=end, base=footage())
 
 
 def _caption(value) -> str | None:

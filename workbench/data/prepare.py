@@ -61,9 +61,9 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
         if key.buckets:
             info = probe(path)
             size = key.buckets[nearest_bucket(info.height, info.width, list(key.buckets))]
-        video = load_clip(path, num_frames, size[0], size[1], fps)
-        # an image-to-video family noises the clip's image once, seeded by the clip's file name (per_clip)
-        generators = clip_generators([entry.file_name]) if family.image_conditioned else None
+        video = load_clip(path, num_frames, size[0], size[1], fps, entry.start, entry.end)
+        # an image-to-video family noises the clip's image once, seeded by the sample's key (per_clip)
+        generators = clip_generators([entry.key]) if family.image_conditioned else None
         image = None
         if family.image_conditioned and entry.image is not None:  # else the clip's first frame
             image = load_image(entry, Path(root), size[0], size[1]).unsqueeze(0).to(device, dtype_)

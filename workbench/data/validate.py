@@ -74,8 +74,8 @@ class SampleResult:
 
     def add(self, severity: str, code: str, text: str) -> None:
         where = f" ({self.entry.where})" if self.entry.where else ""
-        self.issues.append(Issue(self.entry.file_name, self.entry.where, severity, code,
-                                 f"{self.entry.file_name or '<empty>'}{where}: {text}"))
+        self.issues.append(Issue(self.entry.key, self.entry.where, severity, code,
+                                 f"{self.entry.key or '<empty>'}{where}: {text}"))
 
 
 def _check_caption(result: SampleResult) -> None:
@@ -111,8 +111,7 @@ def _check_path(result: SampleResult, root: Path) -> Path | None:
     except PathOutsideRoot as e:
         result.add(ERROR, "path_outside_root", e.reason)
         return None
-    path = (root.resolve() / name).resolve()
-    return path
+    return result.entry.path(root).resolve()  # a range row's source may live under the footage root
 
 
 def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | None, pool: DecoderPool,
@@ -124,7 +123,8 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
         st = path.stat()
     except FileNotFoundError:
         hint = "; manifest paths use '/' separators" if "\\" in result.entry.file_name else ""
-        result.add(ERROR, "missing_file", f"file not found under {root}{hint}: fix the path or remove the row")
+        under = root if result.entry.base is None else Path(root) / result.entry.base
+        result.add(ERROR, "missing_file", f"file not found under {under}{hint}: fix the path or remove the row")
         return
     except OSError as e:
         result.add(ERROR, "missing_file", f"cannot be read ({e.strerror}): fix its permissions or remove the row")
@@ -144,13 +144,15 @@ def _check_file(result: SampleResult, root: Path, num_frames: int, fps: float | 
         result.add(ERROR, "missing_file", f"cannot be read ({e.strerror}): fix its permissions or remove the row")
         return
 
-    info = pool.probe(path, num_frames, fps, decode)
+    info = pool.probe(path, num_frames, fps, decode, result.entry.start, result.entry.end)
     if "num_frames" in info:  # opened, even if its frames then failed to decode
         result.num_frames, result.fps = info["num_frames"], info["fps"]
+        if "range_num_frames" in info:  # a range row: the sample is the range's frames, checked as such
+            result.num_frames, result.fps = info["range_num_frames"], info["range_fps"]
         result.height, result.width = info["height"], info["width"]
     if not info.get("ok"):
         _report_undecodable(result, path, head, info)
-    elif result.num_frames < 1:
+    elif result.num_frames < 1 and result.entry.range is None:
         result.add(ERROR, "no_frames", "the video has no frames: re-encode it or remove the row")
     elif result.fps <= 0 and fps:
         result.add(ERROR, "unknown_fps", "the container reports no frame rate, so frames cannot be sampled at "
@@ -219,8 +221,11 @@ def _check_length(result: SampleResult, num_frames: int, fps: float | None) -> N
             need = f"{num_frames} frames at {fps:g} fps ({(num_frames - 1) / fps:.1f} s)"
         else:
             need = f"{num_frames} consecutive frames"
-        result.add(ERROR, "too_short", f"{result.num_frames} frames at {result.fps:g} fps ({have:.2f} s); recipe "
-                   f"needs {need}: use a longer clip, or lower data.num_frames / data.fps")
+        span = result.entry.range
+        what = "" if span is None else f"range {span[0]:.3f}-{span[1]:.3f} s has "
+        longer = "a longer clip" if span is None else "a longer range"
+        result.add(ERROR, "too_short", f"{what}{result.num_frames} frames at {result.fps:g} fps ({have:.2f} s); "
+                   f"recipe needs {need}: use {longer}, or lower data.num_frames / data.fps")
         return
     if fps and result.fps < fps - 1e-3:
         result.add(WARNING, "low_fps", f"{result.fps:g} fps source sampled at {fps:g} fps: frames repeat (motion "

@@ -8,7 +8,8 @@ always agree. It is a policy in seconds (:func:`frame_times_at_fps`): sample tim
 between the first and the last frame's presentation times, each taking the frame presented nearest to it.
 On a constant-frame-rate clip that is :func:`frame_indices_at_fps`, the frame-number arithmetic training
 has always used, and it is computed by it, so such clips give exactly the frames they gave before. A
-variable-frame-rate clip takes its frames by their real timestamps.
+variable-frame-rate clip takes its frames by their real timestamps. A clip range (a manifest range row's
+``start``/``end``) applies the same policy to the frames presented within it, as if they were the whole clip.
 
 Resize + crop policy: scale the clip so it covers the target size while keeping its aspect ratio
 (bilinear, antialiased), then crop the centre.
@@ -16,6 +17,7 @@ Resize + crop policy: scale the clip so it covers the target size while keeping 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["UnsupportedCodecError", "VideoError", "VideoInfo", "frame_indices_at_fps", "frame_numbers_at_fps",
-           "frame_times_at_fps", "load_clip", "probe", "resize_crop"]
+           "frame_times_at_fps", "frames_in_range", "load_clip", "range_info", "probe", "resize_crop"]
+
+RANGE_SLACK_S = 5e-4  # a frame within half a millisecond of a range's ends is in it (the cache key's precision)
 
 
 def frame_indices_at_fps(num_src: int, src_fps: float, num_frames: int, target_fps: float | None) -> list[int]:
@@ -51,7 +55,43 @@ def frame_indices_at_fps(num_src: int, src_fps: float, num_frames: int, target_f
     return [min(num_src - 1, math.floor(start + i * step + 0.5)) for i in range(num_frames)]
 
 
-def frame_numbers_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None) -> list[int]:
+def frames_in_range(info: VideoInfo, start: float, end: float) -> tuple[int, int]:
+    """(first frame number, count) of the frames whose presentation times lie in [start, end] seconds."""
+    times = info.frame_times
+    first = int(np.searchsorted(times, start - RANGE_SLACK_S, side="left"))
+    stop = int(np.searchsorted(times, end + RANGE_SLACK_S, side="right"))
+    return first, max(0, stop - first)
+
+
+def range_info(info: VideoInfo, first: int, count: int) -> VideoInfo:
+    """``info`` as if the clip were only its frames ``first .. first + count - 1`` (times from the first of them)."""
+    times = info.frame_times[first:first + count]
+    times = times - times[0] if count else times
+    fps = info.fps
+    if info.vfr and count > 1 and times[-1] > 0:  # a VFR clip's rate is its mean rate (probe's rule), here the range's
+        fps = (count - 1) / float(times[-1])
+    return dataclasses.replace(info, num_frames=count, fps=fps, frame_times=times)
+
+
+def frame_numbers_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None, start: float | None = None,
+                         end: float | None = None) -> list[int]:
+    """The frames of ``info`` (numbers in display order) that :func:`_frame_numbers` takes, from the whole clip or,
+    with ``start``/``end``, from the frames presented within [start, end] seconds only (the same policy applied
+    to them as to a clip of their own). Raises VideoError when the clip (or range) is too short."""
+    if start is None and end is None:
+        return _frame_numbers(info, num_frames, target_fps)
+    first, count = frames_in_range(info, start, end)
+    try:
+        numbers = _frame_numbers(range_info(info, first, count), num_frames, target_fps)
+    except VideoError as e:
+        past = (f"; the file ends at {float(info.frame_times[-1]):.3f} s" if len(info.frame_times) and
+                end > float(info.frame_times[-1]) + RANGE_SLACK_S else "")
+        raise VideoError(f"too short: range {start:.3f}-{end:.3f} s has "
+                         f"{str(e).removeprefix('too short: ')}{past}") from None
+    return [first + k for k in numbers]
+
+
+def _frame_numbers(info: VideoInfo, num_frames: int, target_fps: float | None) -> list[int]:
     """The frames (numbers in display order) a clip gives: ``num_frames`` at ``target_fps`` from its centre.
 
     Sample times are ``1 / target_fps`` apart and centred between the first and the last frame's
@@ -75,11 +115,12 @@ def frame_numbers_at_fps(info: VideoInfo, num_frames: int, target_fps: float | N
     return np.where(nearer_after, after, before).tolist()
 
 
-def frame_times_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None) -> list[float]:
+def frame_times_at_fps(info: VideoInfo, num_frames: int, target_fps: float | None, start: float | None = None,
+                       end: float | None = None) -> list[float]:
     """Times (s from the first frame) at which :func:`~workbench.data.decoding.read_frames` returns the
     frames of :func:`frame_numbers_at_fps`: the middle of the time each is shown, so rounding in the
     container's timestamps cannot tip a time onto a neighbouring frame."""
-    return [info.display_midpoint(k) for k in frame_numbers_at_fps(info, num_frames, target_fps)]
+    return [info.display_midpoint(k) for k in frame_numbers_at_fps(info, num_frames, target_fps, start, end)]
 
 
 def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -95,13 +136,15 @@ def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return frames[:, :, top : top + height, left : left + width]
 
 
-def load_clip(path: str | Path, num_frames: int, height: int, width: int, target_fps: float | None) -> torch.Tensor:
-    """Decode a clip into the VAE's input: (C, F, H, W) float32 in [-1, 1]. Raises VideoError."""
+def load_clip(path: str | Path, num_frames: int, height: int, width: int, target_fps: float | None,
+              start: float | None = None, end: float | None = None) -> torch.Tensor:
+    """Decode a clip (or its range [start, end] s) into the VAE's input: (C, F, H, W) float32 in [-1, 1].
+    Raises VideoError."""
     import torch
 
     try:
         info = probe(path)
-        frames = read_frames(path, frame_times_at_fps(info, num_frames, target_fps))
+        frames = read_frames(path, frame_times_at_fps(info, num_frames, target_fps, start, end))
     except VideoError:
         raise
     except Exception as e:  # a decoder error the decoding module did not foresee: still a bad video

@@ -140,11 +140,12 @@ class VideoDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.cache != "auto":
             return
-        from workbench.data.cache import read_index
+        from workbench.data.cache import read_index, stale_entries
         from workbench.data.prepare import prepare_cache
 
         cache = self._cache_dir()
-        if (cache / "index.json").is_file() and read_index(cache).get("complete"):
+        if ((cache / "index.json").is_file() and read_index(cache).get("complete")
+                and not stale_entries(read_index(cache), read_manifest(hp.root))):  # a changed range: re-encode it
             return
         module = self.trainer.lightning_module
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
@@ -161,7 +162,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _setup_cache(self) -> None:
         """Train and validate from the cache; the key must match this run's model and data settings."""
-        from workbench.data.cache import CachedLatentDataset, cache_key, check_images, read_index
+        from workbench.data.cache import CachedLatentDataset, cache_key, check_images, check_ranges, read_index
 
         hp = self.hparams
         model = self._model()
@@ -170,15 +171,16 @@ class VideoDataModule(L.LightningDataModule):
         index = read_index(cache)
         manifest = read_manifest(hp.root)
         check_images(cache, index, manifest)
+        check_ranges(cache, index, manifest)
         entries = None
         if hp.on_bad_sample == "skip" and not index.get("complete"):
             entries = index.get("entries", [])
-            present = {e["file_name"] for e in entries}
+            present = {e.get("key", e["file_name"]) for e in entries}
             failed = index.get("failed", {})
             for e in manifest:
-                if e.file_name not in present:
-                    self.skipped.append({"root": str(hp.root), "file": e.file_name, "where": e.where, "stage": "prepare",
-                                         "reason": failed.get(e.file_name, "not in the cache"), "code": "not_cached"})
+                if e.key not in present:
+                    self.skipped.append({"root": str(hp.root), "file": e.key, "where": e.where, "stage": "prepare",
+                                         "reason": failed.get(e.key, "not in the cache"), "code": "not_cached"})
             index["complete"] = True  # the policy accepts the missing ones; they are reported
         entries = entries if entries is not None else index.get("entries", [])
         if hp.val_split:
@@ -227,7 +229,7 @@ class VideoDataModule(L.LightningDataModule):
             raise SampleError(f"{len(bad)} unusable samples in {root}:\n  {listed}\nFix or remove them (`workbench "
                               "data check` reports them all) or set data.on_bad_sample: skip")
         for r in bad:
-            self.skipped.append({"root": str(root), "file": r.entry.file_name, "where": r.entry.where,
+            self.skipped.append({"root": str(root), "file": r.entry.key, "where": r.entry.where,
                                  "reason": r.reason, "code": r.code, "stage": "setup"})
         good = [r for r in results if r.usable]
         if not good:

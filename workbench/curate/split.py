@@ -103,10 +103,13 @@ def list_sources(src: Path) -> list[tuple[str, str | None]]:
             raise UserError(f"{e} (or remove the manifest to split every video under {src})") from None
         seen, out = set(), []
         for e in entries:
-            name = getattr(e, "source", None) or e.file_name
-            if name and name not in seen:
-                seen.add(name)
-                out.append((name, e.caption))
+            if e.start is not None or e.base is not None:
+                raise UserError(f"{src}: its manifest lists clip ranges ({e.where}): it is a split already; give "
+                                "the footage folder it came from")
+            e.path(src)  # inside SRC, or one line naming the row (PathOutsideRoot)
+            if e.file_name and e.file_name not in seen:
+                seen.add(e.file_name)
+                out.append((e.file_name, e.caption))
         return out
     found = []
     for dirpath, dirnames, filenames in os.walk(src):

@@ -138,6 +138,7 @@ def make_phone_file(path: Path, seconds_per_shot: tuple[float, float] = (3.0, 3.
     from tests.helpers.clips import run_ffmpeg
 
     a, b = seconds_per_shot
+    path.parent.mkdir(parents=True, exist_ok=True)
     frames, cuts, _, _, _ = render_script([("shot", a), ("shot", b)], 30, 64, 96, seed)
     with tempfile.TemporaryDirectory() as tmp:
         plain = write_video(Path(tmp) / "plain.mp4", frames, 30)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -247,7 +248,8 @@ def split_footage(src: str | Path, out: str | Path, options: SplitOptions, *, pr
             stamp = None
         record = done.get(rel)
         if (record and record.get("done") and record.get("stamp") == stamp and stamp is not None
-                and record.get("caption") == caption and (out / PARTS / _part_name(rel)).exists()):
+                and record.get("caption") == caption
+                and (record.get("error") or (out / PARTS / _part_name(rel)).exists())):
             state["sources"][rel] = record
             continue
         if stamp is None:
@@ -266,8 +268,8 @@ def split_footage(src: str | Path, out: str | Path, options: SplitOptions, *, pr
                 atomic_write_json(out / PARTS / _part_name(rel), {"source": rel, "rows": result.pop("rows")})
             else:
                 failed_now.append(rel)
-                bar.write(f"warning: {rel}: {result['error']} (skipped; the run goes on)") if progress else \
-                    warn(f"warning: {rel}: {result['error']} (skipped; the run goes on)")
+                line = f"warning: {rel}: {result['error']} (skipped; the run goes on)"
+                bar.write(line, file=sys.stderr) if progress else warn(line)
             state["sources"][rel] = {"done": True, "stamp": stamp, "caption": caption, **result}
             atomic_write_json(out / STATE, state)
             bar.update(1)

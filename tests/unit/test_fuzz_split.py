@@ -97,3 +97,20 @@ def test_damaged_resume_state(footage, tmp_path_factory, capsys, state):
     (out / "split.json").write_bytes(state)
     assert _run(["data", "split", str(footage), str(out), "--num-frames", "5", "--fps", "8", "--jobs", "1"],
                 capsys) == 0
+
+
+PATH_CASES = 30  # odd SRC and OUT names: NUL bytes, surrogates, long, a file where a folder goes
+
+
+@given(src=st.one_of(st.just(None), st.text(max_size=40)), out=st.one_of(st.text(max_size=300),
+                                                                           st.sampled_from(["a.mp4", ".", ""])))
+@fuzz(PATH_CASES)
+def test_paths(footage, tmp_path_factory, capsys, src, out):
+    work = tmp_path_factory.mktemp("paths")
+    src_path = str(footage) if src is None else str(work / src)
+    out_path = str(footage / out) if out in ("a.mp4", ".") else str(work / out)
+    try:
+        _run(["data", "split", src_path, out_path, "--num-frames", "5", "--fps", "8", "--jobs", "1"], capsys)
+    finally:
+        for extra in ("metadata.jsonl", "dropped.jsonl", "split.json"):
+            (footage / extra).unlink(missing_ok=True)

@@ -86,7 +86,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", "
                               ".mpeg", ".3gp", ".wmv", ".flv", ".gif"})
 
 
-def list_sources(src: Path) -> list[tuple[str, str | None]]:
+def list_sources(src: Path, skip: Path | None = None) -> list[tuple[str, str | None]]:
     """``[(path relative to src, caption or None)]``: the manifest's rows when SRC has one, else every file with
     a video extension below it (sorted). Raises UserError for a missing folder or an unreadable manifest."""
     from workbench.data.manifest import ManifestError, find_manifest, read_manifest
@@ -113,8 +113,9 @@ def list_sources(src: Path) -> list[tuple[str, str | None]]:
                 out.append((e.file_name, e.caption))
         return out
     found = []
+    skip = skip.resolve() if skip is not None else None
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (Path(dirpath, d).resolve() != skip))
         for name in filenames:
             if Path(name).suffix.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
                 found.append((Path(dirpath, name).relative_to(src).as_posix(), None))
@@ -219,17 +220,27 @@ def split_footage(src: str | Path, out: str | Path, options: SplitOptions, *, pr
 
     from workbench.curate.quality import drop_reason, mark_duplicates
 
-    root = Path(src).resolve()
-    out = Path(out)
-    sources = list_sources(root)
+    try:
+        root = Path(src).resolve()
+        found = root.is_dir()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        raise UserError(f"{src}: footage folder not found; give the folder that holds the videos")
+    try:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out}: exists and is not a folder; give another OUT")
+        if out.resolve() == root:
+            raise UserError(f"{out}: OUT must not be the footage folder (its metadata.jsonl would be overwritten)")
+        (out / PARTS).mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long, no permission, a file on the way
+        raise UserError(f"{out}: cannot use it as OUT ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        "give a folder that can be written") from None
+    sources = list_sources(root, skip=out)  # OUT inside SRC: its exported clips are not footage
     if not sources:
         raise UserError(f"{src}: no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}); "
                         "give the folder that holds the footage")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; give another OUT")
-    if out.resolve() == root:
-        raise UserError(f"{out}: OUT must not be the footage folder (its metadata.jsonl would be overwritten)")
-    (out / PARTS).mkdir(parents=True, exist_ok=True)
     fingerprint = options.fingerprint()
     done = _load_state(out, fingerprint, root)
     state = {"footage_root": str(root), "fingerprint": fingerprint,

@@ -156,3 +156,22 @@ def test_csv_range_rows(tmp_path):
     (root / "metadata.csv").write_text("source,start,end,caption\nlong.mp4,2,1,a\n")
     with pytest.raises(ManifestError, match=r"metadata.csv:2: range start=2 end=1"):
         read_manifest(root)
+
+
+def test_data_check_checks_each_range_as_its_own_sample(tmp_path, footage):
+    from workbench.data.check import check_dataset
+
+    root = dataset(tmp_path / "d", [{"source": "long.mp4", "start": 0.0, "end": 1.5, "caption": "a"},
+                                    {"source": "long.mp4", "start": 2.0, "end": 3.5, "caption": "b"},
+                                    {"source": "long.mp4", "start": 2.0, "end": 3.5, "caption": "b again"},
+                                    {"source": "long.mp4", "start": 3.0, "end": 3.5, "caption": "too short"}],
+                   {"footage_root": str(footage)})
+    report = check_dataset(root, 9, 8.0, 48, 64, jobs=1, progress=False)
+    assert [s["file"] for s in report.samples] == ["long.mp4@0.000-1.500", "long.mp4@2.000-3.500", "long.mp4@2.000-3.500",
+                           "long.mp4@3.000-3.500"]
+    assert report.samples[0]["issues"] == [] and report.samples[1]["issues"] == []  # one file, not duplicate_content
+    assert report.samples[2]["issues"] == ["duplicate_entry"]  # the same range twice
+    assert report.samples[3]["issues"] == ["too_short"]
+    message = next(i.message for i in report.issues if i.code == "too_short")
+    assert "range 3.000-3.500 s has 9 frames at 16 fps" in message and "a longer range" in message
+    assert report.samples[0]["video"]["num_frames"] == 25  # the range's frames, not the file's 64

@@ -193,7 +193,8 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
         _atomic_safetensors(cache_dir / "empty_prompt.safetensors", {"prompt_embeds": empty_prompt_fn()})
 
     mine = [i for i in range(len(entries)) if i % world_size == rank]
-    todo = [i for i in mine if not shard_path(cache_dir, i).is_file() or _stale_shard(shard_path(cache_dir, i), entries[i])]
+    todo = [i for i in mine
+            if not shard_path(cache_dir, i).is_file() or _stale_shard(shard_path(cache_dir, i), entries[i])]
     failures = {}
     bar = tqdm(todo, desc=f"encoding (rank {rank})" if world_size > 1 else "encoding", unit="clip",
                disable=not progress)
@@ -206,6 +207,7 @@ def encode_entries(cache_dir: str | Path, root: str | Path, key: CacheKey, encod
             continue
         height, width = tensors.pop("size")
         shard = shard_path(cache_dir, i)
+        checksum_path(shard).unlink(missing_ok=True)  # a stale shard's: never beside the new bytes
         digest = _atomic_safetensors(shard, tensors, {"height": str(height), "width": str(width),
                                                       "key": entries[i].key})
         try:

@@ -244,7 +244,11 @@ def footage_root(root: str | Path) -> str | None:
     if not isinstance(spec, dict) or not isinstance(spec.get("footage_root"), str) or not spec["footage_root"].strip():
         raise ManifestError(f"{path}: no \"footage_root\" string; {fix}")
     base = spec["footage_root"].strip()
-    if not (Path(root) / base).is_dir():
+    try:
+        found = (Path(root) / base).is_dir()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        found = False
+    if not found:
         raise ManifestError(f"{path}: footage_root {base!r} is not a folder ({Path(root) / base} not found); fix it to "
                             "name the folder holding the footage (absolute, or relative to the dataset folder)")
     return base

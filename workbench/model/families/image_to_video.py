@@ -13,7 +13,8 @@ disagree (the issue "Image-to-video" lists them) this module follows the stock p
   sigma * eps (diffusers examples/cogvideo/train_cogvideox_image_to_video_lora.py and the CogVideo repo's
   finetune/models/cogvideox_i2v/lora_trainer.py agree on the distribution). *When*: once per clip at
   encoding in the diffusers example, every step in the CogVideo repo: the recipe's ``model.image.noise``
-  (``per_clip``, the default, with each clip's draws seeded by its file name, so a cached and a raw sample
+  (``per_clip``, the default, with each clip's draws seeded by its sample key (``Entry.key``: the file name, with
+  a range row's range), so a cached and a raw sample
   are conditioned alike; or ``per_step``, which encodes the image every step and so needs the VAE resident).
   The stock pipeline adds no noise to the image it samples from.
 - **Scaling of the image latent**: the VAE's scaling factor multiplies it unless the VAE config sets
@@ -37,7 +38,7 @@ OFS = 2.0  # what CogVideoXImageToVideoPipeline passes as ``ofs`` when the trans
 
 
 def clip_generators(ids, seed: int = 0) -> list[torch.Generator]:
-    """One CPU generator per clip, seeded by its id (file name) through crc32 (stable across processes, unlike
+    """One CPU generator per clip, seeded by its id (``Entry.key``) through crc32 (stable across processes, unlike
     ``hash`` of a string): the per-clip image noise is the same in ``prepare`` and in raw-video training."""
     return [torch.Generator().manual_seed((seed << 32) ^ zlib.crc32(str(i).encode())) for i in ids]
 

@@ -63,3 +63,6 @@ def export_clips(path: str, rows: list[dict], out: Path, crf: int = 18) -> None:
             if tmp.exists():
                 tmp.unlink()
         row["file_name"] = name
+    import gc
+
+    gc.collect()  # the encoder's scaler freed here, not in a forked child later (see workbench/data/shots.py)

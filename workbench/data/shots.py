@@ -31,6 +31,7 @@ curation stage decodes each file once.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,6 +139,12 @@ def analyse(path: str | Path, *, start: float | None = None, end: float | None =
                                               "top", "bottom", "left", "right")} if frame_stats else {}
     prev_gray = None
     expected = lo
+    from av.video.reformatter import VideoReformatter
+
+    # One scaler, single-threaded, freed when this call returns: a scaler with slice threads left for the
+    # garbage collector can be freed inside a forked child (subprocess's preexec_fn), whose threads are gone, and
+    # hang it (seen with imageio-ffmpeg's Popen after a split in the same process).
+    scaler = VideoReformatter()
     container = _open_av(scan.path)
     try:
         stream = _video_stream(container)
@@ -157,7 +164,7 @@ def analyse(path: str | Path, *, start: float | None = None, end: float | None =
                 continue
             if index >= hi:
                 break
-            bgr = frame.to_ndarray(width=small_w, height=small_h, format="bgr24")
+            bgr = scaler.reformat(frame, small_w, small_h, "bgr24", threads=1).to_ndarray()
             if turns:
                 bgr = np.ascontiguousarray(np.rot90(bgr, turns))
             k = len(hists)
@@ -175,6 +182,8 @@ def analyse(path: str | Path, *, start: float | None = None, end: float | None =
         raise VideoError(f"cannot decode: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}") from e
     finally:
         container.close()
+        del scaler, container
+        gc.collect()  # PyAV's cycles (codec and scaler contexts) freed here, not in a forked child later
     if not hists:
         raise VideoError("no frames decoded")
     cut_frames += [c.frame_num for c in detector.post_process(FrameTimecode(lo + len(hists), fps=rate))]

@@ -28,8 +28,18 @@ def clip_name(row: dict) -> str:
 def export_clips(path: str, rows: list[dict], out: Path, crf: int = 18) -> None:
     """Write every row's clip into ``out/clips/`` and set its ``file_name`` (relative to ``out``)."""
     import av
+    from av.video.reformatter import VideoReformatter
 
     from workbench.data.decoding import probe, read_frames
+    from workbench.data.shots import release_pyav_scalers
+
+    try:
+        _export(path, rows, out, crf, av, VideoReformatter(), probe, read_frames)
+    finally:
+        release_pyav_scalers()
+
+
+def _export(path, rows, out, crf, av, scaler, probe, read_frames) -> None:
 
     info = probe(path)
     times = info.frame_times
@@ -52,6 +62,7 @@ def export_clips(path: str, rows: list[dict], out: Path, crf: int = 18) -> None:
                 t0 = float(times[picks[0]])
                 for k, picture in zip(picks, frames):
                     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[:h, :w]), format="rgb24")
+                    frame = scaler.reformat(frame, format="yuv420p", threads=1)  # not the encoder's threaded one
                     frame.pts = int(round((float(times[k]) - t0) * 1000))
                     frame.time_base = Fraction(1, 1000)
                     for packet in stream.encode(frame):
@@ -63,6 +74,3 @@ def export_clips(path: str, rows: list[dict], out: Path, crf: int = 18) -> None:
             if tmp.exists():
                 tmp.unlink()
         row["file_name"] = name
-    import gc
-
-    gc.collect()  # the encoder's scaler freed here, not in a forked child later (see workbench/data/shots.py)

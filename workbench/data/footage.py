@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.shots import CUT, DetectOptions, analyse
+from workbench.data.shots import CUT, DetectOptions, analyse, release_pyav_scalers
 
 CONTEXT_S = 0.75  # seconds decoded either side of a window, so detectors see the frames around its edges
 UNUSED_RATIO = 2.0  # a file is "mostly unused" when it holds this many times the seconds its samples cover
@@ -103,6 +103,7 @@ def check_footage(root: Path, results, num_frames: int, fps: float | None, *, jo
         notes.append(f"... and {len(mostly_unused) - MAX_NAMED_FILES} more files of which training uses less than "
                      f"1/{UNUSED_RATIO:g} (report.json: summary.footage)")
     summary["mostly_unused_files"] = len(mostly_unused)
+    release_pyav_scalers()
     return notes, summary
 
 

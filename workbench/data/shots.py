@@ -183,7 +183,7 @@ def analyse(path: str | Path, *, start: float | None = None, end: float | None =
     finally:
         container.close()
         del scaler, container
-        gc.collect()  # PyAV's cycles (codec and scaler contexts) freed here, not in a forked child later
+        release_pyav_scalers()
     if not hists:
         raise VideoError("no frames decoded")
     cut_frames += [c.frame_num for c in detector.post_process(FrameTimecode(lo + len(hists), fps=rate))]
@@ -192,6 +192,23 @@ def analyse(path: str | Path, *, start: float | None = None, end: float | None =
     small = (small_w, small_h) if turns % 2 else (small_h, small_w)
     return Analysis(duration, times, lo, len(hists), transitions,
                     {k: np.asarray(v) for k, v in stats.items()}, (height, width), small)
+
+
+def release_pyav_scalers() -> None:
+    """Free, now and in this thread, the scaler PyAV keeps per thread (``VideoFrame.reformat``/``to_ndarray`` and
+    encoders converting pixel formats share one in a thread-local, with swscale's slice threads) and PyAV's other
+    garbage. Left alive, it is freed inside the child of any later ``fork`` from another thread (subprocess with
+    a ``preexec_fn``, as imageio-ffmpeg's writer uses), whose copies of those threads do not exist: the child
+    hangs in ``pthread_cond_destroy``. Called after every decoding or encoding pass of the curation stage."""
+    try:
+        from av.video import frame as av_frame
+
+        local = getattr(av_frame, "_thread_local", None)
+        if local is not None and getattr(local, "reformatter", None) is not None:
+            del local.reformatter
+    except Exception:  # noqa: BLE001 - another PyAV keeps no such cache: nothing to free
+        pass
+    gc.collect()
 
 
 def _frame_stats(stats: dict, gray: np.ndarray, prev_gray: np.ndarray | None) -> None:

@@ -26,7 +26,8 @@ ALLOWED = {
     # makes the sample data; data and eval never import it
     "shapes": {"common", "model", "metrics", "data", "eval"},
     "export": {"common", "model", "tracking"},
-    # curation (captioning, splitting): reads and rewrites datasets, measures captions with the model's tokenizer
+    # curation (``data split``, ``data caption``): raw footage into captioned clips, before data check; it reads
+    # videos through data and measures captions with the model's tokenizer
     "curate": {"common", "model", "data"},
     # user interfaces (the human review's web app): they read what the stages wrote, never a model
     "review": {"common", "tracking"},

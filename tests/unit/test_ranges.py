@@ -169,9 +169,12 @@ def test_data_check_checks_each_range_as_its_own_sample(tmp_path, footage):
     report = check_dataset(root, 9, 8.0, 48, 64, jobs=1, progress=False)
     assert [s["file"] for s in report.samples] == ["long.mp4@0.000-1.500", "long.mp4@2.000-3.500", "long.mp4@2.000-3.500",
                            "long.mp4@3.000-3.500"]
-    assert report.samples[0]["issues"] == [] and report.samples[1]["issues"] == []  # one file, not duplicate_content
-    assert report.samples[2]["issues"] == ["duplicate_entry"]  # the same range twice
-    assert report.samples[3]["issues"] == ["too_short"]
+    # one file, not duplicate_content (the counter clip's digits jump every 8 frames, which the shot detector of
+    # data check's footage step reads as cuts: crosses_transition is not this test's concern)
+    issues = [[c for c in s["issues"] if c != "crosses_transition"] for s in report.samples]
+    assert issues[0] == [] and issues[1] == []
+    assert issues[2] == ["duplicate_entry"]  # the same range twice
+    assert issues[3] == ["too_short"]
     message = next(i.message for i in report.issues if i.code == "too_short")
     assert "range 3.000-3.500 s has 9 frames at 16 fps" in message and "a longer range" in message
     assert report.samples[0]["video"]["num_frames"] == 25  # the range's frames, not the file's 64

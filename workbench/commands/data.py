@@ -1,5 +1,6 @@
-"""``workbench data check ROOT`` (read every sample and report problems), ``workbench data caption ROOT`` (fill
-missing captions with a vision-language model) and ``workbench data sample OUT``."""
+"""``workbench data split SRC OUT`` (raw footage into clips inside shots, with quality scores), ``workbench data
+caption ROOT`` (fill missing captions with a vision-language model), ``workbench data check ROOT`` (read every sample
+and report problems) and ``workbench data sample OUT``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import sys
 from pathlib import Path
 
 from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S
+from workbench.data.shots import DetectOptions
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="dataset tools: check a dataset, write the sample dataset")
+    data = subparsers.add_parser("data", help="dataset tools: split raw footage, caption, check a dataset, write the "
+                                 "sample dataset")
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
     p = sub.add_parser("sample", help="write a dataset of the shapes world (moving coloured shapes)",
@@ -71,6 +74,52 @@ def register(subparsers) -> None:
                    "(default THUDM/CogVideoX-2b)")
     p.add_argument("--max-text-len", type=int, help="tokens the model reads (default: the model family's, 226)")
     p.set_defaults(func=run_caption)
+
+    p = sub.add_parser(
+        "split", help="cut raw footage into training clips inside its shots, with quality scores",
+        description="Find the shot boundaries of every video under SRC (PySceneDetect: hard cuts; gradual "
+        "transitions: dissolves, fades), cut each shot into as many clips of the recipe's length as fit, score "
+        "each clip and write OUT/metadata.jsonl (rows: source, start, end, caption, scores; no re-encoding unless "
+        "--export-clips) and OUT/split.json (resume state: a rerun skips finished files). "
+        "Exit status 0: done; 1: done, but some files were unreadable (listed); 2: usage error.")
+    p.add_argument("src", help="footage folder (every video below it, or the rows of its manifest, with captions)")
+    p.add_argument("out", help="output folder: metadata.jsonl, dropped.jsonl, split.json")
+    p.add_argument("--recipe", help="recipe YAML (or bundled name): the clip (data.num_frames, data.fps) and model")
+    p.add_argument("--family", help="model family whose native clip to cut (cogvideox-2b, cogvideox-5b, "
+                   "cogvideox1.5-5b, ...; default: the recipe's, else cogvideox-2b)")
+    p.add_argument("--num-frames", type=int, help="frames per clip, 4k+1 (default: the recipe's or family's: 49, 81)")
+    p.add_argument("--fps", type=float, help="frame rate of a clip (default: the recipe's or family's: 8, 16)")
+    g = p.add_argument_group("clips")
+    g.add_argument("--margin", type=float, default=0.25, help="seconds kept away from every transition (0.25)")
+    g.add_argument("--stride", type=float, help="seconds between clip starts in a shot (default: a clip's length, "
+                   "no overlap)")
+    g.add_argument("--max-clips-per-shot", type=int, help="at most this many clips a shot, spread over it")
+    g.add_argument("--export-clips", action="store_true", help="also write each clip as a file (OUT/clips/, H.264); "
+                   "rows get file_name")
+    g.add_argument("--jobs", type=int, help="decoding processes (default: the CPUs)")
+    g = p.add_argument_group("shot detection (PySceneDetect AdaptiveDetector + a histogram window for dissolves)")
+    d = DetectOptions()
+    g.add_argument("--cut-threshold", type=float, default=d.cut_threshold, help="AdaptiveDetector's adaptive "
+                   f"threshold: a frame's change over its neighbours' ({d.cut_threshold:g})")
+    g.add_argument("--min-content", type=float, default=d.min_content, help="least HSV change (0-255) that can "
+                   f"be a cut ({d.min_content:g})")
+    g.add_argument("--min-shot", type=float, default=d.min_shot, help=f"seconds between two cuts ({d.min_shot:g})")
+    g.add_argument("--gradual-threshold", type=float, default=d.gradual_threshold, help="colour-histogram "
+                   f"distance (0-1) across the window that marks a dissolve or fade ({d.gradual_threshold:g})")
+    g.add_argument("--gradual-window", type=float, default=d.gradual_window, help="seconds the histogram is "
+                   f"compared across ({d.gradual_window:g})")
+    g.add_argument("--analysis-width", type=int, default=d.analysis_width, help="long side in px frames are "
+                   f"scaled to for detection and scores ({d.analysis_width})")
+    g = p.add_argument_group("quality (score every clip; these drop by threshold: default none)")
+    g.add_argument("--min-motion", type=float, help="drop static clips: mean frame difference below this (0-255)")
+    g.add_argument("--max-underexposed", type=float, help="drop clips whose fraction of black-crushed pixels is above")
+    g.add_argument("--max-overexposed", type=float, help="drop clips whose fraction of clipped-white pixels is above")
+    g.add_argument("--min-sharpness", type=float, help="drop blurry clips: variance of the Laplacian below this")
+    g.add_argument("--max-border", type=float, help="drop clips whose black bars cover more than this fraction")
+    g.add_argument("--drop-duplicates", action="store_true", help="drop near-duplicate clips (duplicate_of set)")
+    g.add_argument("--duplicate-distance", type=int, default=6, help="dHash bits within which clips are "
+                   "near-duplicates (6 of 64)")
+    p.set_defaults(func=run_split)
 
 
 def run_sample(ns: argparse.Namespace) -> int:
@@ -132,3 +181,76 @@ def run_caption(ns: argparse.Namespace) -> int:
         max_text_len=ns.max_text_len, warn=lambda line: print(line, file=sys.stderr))
     print("\n".join(summary.lines(max_text_len)))
     return 1 if summary.failed else 0
+
+
+def _finite(name: str, value, low: float | None = None, high: float | None = None, strict: bool = False):
+    import math
+
+    from workbench.common import UserError
+
+    if value is None:
+        return None
+    if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)) or (
+            high is not None and value > high):
+        bound = f"{'>' if strict else '>='} {low:g}" if low is not None else ""
+        bound += (" and " if bound and high is not None else "") + (f"<= {high:g}" if high is not None else "")
+        raise UserError(f"--{name.replace('_', '-')} {value}: must be a number {bound}")
+    return value
+
+
+def run_split(ns: argparse.Namespace) -> int:
+    """0 done, 1 done with unreadable files (listed), 2 usage errors (UserError, one line)."""
+    from workbench.common import UserError
+    from workbench.curate.split import ClipPlan, SplitOptions, split_footage
+    from workbench.train.datamodule import data_family
+
+    model, family, num_frames, fps = None, ns.family or "auto", None, "auto"
+    if ns.recipe:
+        from workbench.train.cli import read_recipe
+
+        recipe = read_recipe(ns.recipe)
+        num_frames, fps = recipe["data"]["num_frames"], recipe["data"]["fps"]
+        model = recipe["model"]["model"]
+        family = ns.family or recipe["model"].get("family", "auto")
+    num_frames = ns.num_frames if ns.num_frames is not None else num_frames
+    fps = ns.fps if ns.fps is not None else fps
+    try:
+        try:
+            fam = data_family(None if ns.family else model, family)
+        except UserError:  # the recipe's model is not here: its family's rules by name (the clip is all split needs)
+            fam = data_family(None, family)
+        clip = fam.clip(num_frames, None, None, fps)
+        fam.check_clip(clip.num_frames, None, None, where="--num-frames")
+    except ValueError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    if not clip.fps:
+        raise UserError("--fps: data split needs a clip frame rate (the recipe's data.fps is null); pass --fps")
+    _finite("fps", clip.fps, 0, 1000, strict=True)
+    plan = ClipPlan(clip.num_frames, float(clip.fps), margin=_finite("margin", ns.margin, 0, 3600),
+                    stride=_finite("stride", ns.stride, 0, 86400, strict=True),
+                    max_clips_per_shot=ns.max_clips_per_shot)
+    if ns.max_clips_per_shot is not None and ns.max_clips_per_shot < 1:
+        raise UserError(f"--max-clips-per-shot {ns.max_clips_per_shot}: must be at least 1")
+    if ns.jobs is not None and ns.jobs < 1:
+        raise UserError(f"--jobs {ns.jobs}: must be at least 1")
+    if not 16 <= ns.analysis_width <= 4096:
+        raise UserError(f"--analysis-width {ns.analysis_width}: must be between 16 and 4096 px")
+    if not 0 <= ns.duplicate_distance <= 64:
+        raise UserError(f"--duplicate-distance {ns.duplicate_distance}: must be between 0 and 64 bits")
+    detect = DetectOptions(cut_threshold=_finite("cut_threshold", ns.cut_threshold, 0, strict=True),
+                           min_content=_finite("min_content", ns.min_content, 0, 255),
+                           min_shot=_finite("min_shot", ns.min_shot, 0, 3600),
+                           gradual_threshold=_finite("gradual_threshold", ns.gradual_threshold, 0, 1, strict=True),
+                           gradual_window=_finite("gradual_window", ns.gradual_window, 0, 60, strict=True),
+                           analysis_width=ns.analysis_width)
+    thresholds = {"min_motion": _finite("min_motion", ns.min_motion, 0, 255),
+                  "max_underexposed": _finite("max_underexposed", ns.max_underexposed, 0, 1),
+                  "max_overexposed": _finite("max_overexposed", ns.max_overexposed, 0, 1),
+                  "min_sharpness": _finite("min_sharpness", ns.min_sharpness, 0),
+                  "max_border": _finite("max_border", ns.max_border, 0, 1),
+                  "drop_duplicates": bool(ns.drop_duplicates)}
+    thresholds = {k: v for k, v in thresholds.items() if v not in (None, False)}
+    options = SplitOptions(plan, detect, thresholds, ns.duplicate_distance, ns.export_clips, ns.jobs)
+    result = split_footage(ns.src, ns.out, options, warn=lambda line: print(line, file=sys.stderr))
+    print(result.summary())
+    return 1 if result.failed else 0

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workbench.data.decoder_pool import DEFAULT_TIMEOUT_S
+from workbench.data.footage import check_footage, score_distribution
+from workbench.data.footage import markdown as footage_markdown
 from workbench.data.manifest import ManifestError, find_manifest, read_lines, read_manifest
 from workbench.data.validate import ERROR, WARNING, Issue, SampleResult, nearest_bucket, validate_entries
 
@@ -90,6 +92,7 @@ class Report:
                 lines += ["", "| bucket (width x height) | clips |", "|---|---|"]
                 lines += [f"| {k} | {v} |" for k, v in s["buckets"].items()]
             lines.append("")
+        lines += footage_markdown(self.summary)
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
@@ -192,8 +195,13 @@ def check_dataset(root: str | Path, num_frames: int, fps: float | None, height: 
                                progress=progress, clip=(height, width) if height and width else None,
                                buckets=[tuple(b) for b in buckets] if buckets else None)
     _check_duplicates(results)
+    footage_notes, footage_summary = [], None
+    if decode:  # shot boundaries inside the samples' windows, unused footage (workbench/data/footage.py)
+        footage_notes, footage_summary = check_footage(root, results, num_frames, fps, jobs=jobs, progress=progress)
     token_counts = _check_caption_lengths(results, tokenizer, max_text_len)
     samples, summary, more_notes = _summarise(results, num_frames, fps, height, width, buckets, token_counts)
+    summary.update(footage=footage_summary, quality=score_distribution(root) or None)
+    more_notes += footage_notes
     issues = dataset_issues + [i for r in results for i in r.issues]
     return Report(str(root), layout, recipe, tokenizer_name, issues, samples, summary, notes + more_notes)
 

@@ -1,5 +1,6 @@
-"""Clip ranges end to end: the cache re-encodes only the entry whose range changed and refuses a stale one, and
-`workbench fit` trains from a range manifest, raw and cached (datasets/README.md, Clip ranges)."""
+"""Clip ranges end to end: the cache re-encodes only the entry whose range changed and refuses a stale one
+(datasets/README.md, Clip ranges). `workbench fit` from a range manifest, raw and cached, is
+tests/integration/test_split_fit.py (a split's manifest is one)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fit_args, run_cli
 from tests.helpers.clips import X264, encode, frames
 
 ROWS = [(0.0, 1.5), (2.0, 3.5), (0.5, 2.0), (2.25, 3.9)]  # ranges of one 4 s clip (64 frames at 16 fps)
@@ -58,14 +58,3 @@ def test_the_cache_re_encodes_only_the_entry_whose_range_changed(tmp_path, tiny_
     assert after[1][0] != before[1][0]  # encoded again
     assert [e["key"] for e in index["entries"]] == ["long.mp4@0.000-1.500", "long.mp4@1.000-2.500"]
     check_ranges(cache, read_index(cache), read_manifest(data))
-
-
-def test_fit_trains_from_a_range_manifest_raw_and_cached(tmp_path, tiny_model_dir, long_clip):
-    data = range_dataset(tmp_path, long_clip)
-    quick = ("--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "100", "--data.val_samples", "2")
-    run_cli(fit_args(tiny_model_dir, data, *quick), cwd=tmp_path)
-    run_cli(fit_args(tiny_model_dir, data, *quick, "--data.cache", "auto"), cwd=tmp_path)
-    caches = list((data / ".workbench-cache").iterdir())
-    index = json.loads((caches[0] / "index.json").read_text())
-    assert index["complete"] and len(index["entries"]) == len(ROWS)
-    assert len({e["key"] for e in index["entries"]}) == len(ROWS)

@@ -36,6 +36,8 @@ def test_split_trains_raw_and_cached(split_data, tiny_model_dir, tmp_path):
              "--num-frames", "9", "--height", "64", "--width", "64", "--fps", "8", "--dtype", "fp32"], cwd=tmp_path)
     index = json.loads((cache / "index.json").read_text())
     assert index["complete"] and index["num_entries"] == 6
+    # ranges of one source are samples of their own: one shard per range, keyed by its range
+    assert len({e["key"] for e in index["entries"]}) == 6 and all("@" in e["key"] for e in index["entries"])
     cached = tmp_path / "cached"
     cached.mkdir()
     run_cli(fit_args(tiny_model_dir, split_data, *DATA, "--trainer.max_steps", "2", "--data.cache", str(cache),

@@ -218,12 +218,17 @@ def video_frames_uint8(frames):
     return np.ascontiguousarray(frames)
 
 
-def encode_mp4(frames, fps: float, crf: int = DEFAULT_CRF) -> bytes:
-    """A video (see ``video_frames_uint8``) as H.264 yuv420p mp4 bytes, encoded in memory with PyAV."""
+def encode_mp4(frames, fps: float, crf: int = DEFAULT_CRF, times=None, preset: str | None = None) -> bytes:
+    """A video (see ``video_frames_uint8``) as H.264 yuv420p mp4 bytes, encoded in memory with PyAV.
+
+    ``times``: each frame's presentation time in seconds (a variable-frame-rate clip keeps its timing; default:
+    ``k / fps``). ``preset``: x264's (default: x264's own). Colours are converted with a scaler of this call's own,
+    single-threaded: PyAV's shared per-thread scaler keeps swscale threads alive after the call."""
     import io
     from fractions import Fraction
 
     import av
+    from av.video.reformatter import VideoReformatter
 
     video = video_frames_uint8(frames)
     if not len(video):
@@ -231,24 +236,34 @@ def encode_mp4(frames, fps: float, crf: int = DEFAULT_CRF) -> bytes:
     height, width = video.shape[1:3]
     if height % 2 or width % 2:  # yuv420p halves both; x264 refuses odd sizes
         raise ValueError(f"H.264 yuv420p needs an even width and height; got {width}x{height}")
+    if times is not None and len(times) != len(video):
+        raise ValueError(f"{len(times)} frame times for {len(video)} frames")
+    scaler = VideoReformatter()
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = height, width
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(int(crf))}
-        for frame in video:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        stream.options = {"crf": str(int(crf)), **({"preset": preset} if preset else {})}
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for k, picture in enumerate(video):
+            frame = scaler.reformat(av.VideoFrame.from_ndarray(picture, format="rgb24"), format="yuv420p", threads=1)
+            if times is not None:
+                frame.pts = int(round((float(times[k]) - float(times[0])) * 1000))
+                frame.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())  # flush
     return buffer.getvalue()
 
 
-def write_video(path: str | os.PathLike, frames, fps: float, crf: int = DEFAULT_CRF) -> Path:
+def write_video(path: str | os.PathLike, frames, fps: float, crf: int = DEFAULT_CRF, times=None,
+                preset: str | None = None) -> Path:
     """``encode_mp4`` written atomically to ``path`` (a temporary file beside it, fsync, rename): ``path`` is a
     complete video or absent, never a partial file. A full disk raises DiskFull naming ``path``. Safe from any
     thread (no subprocess)."""
     path = Path(path)
-    atomic_write_bytes(path, encode_mp4(frames, fps, crf), what="a video")
+    atomic_write_bytes(path, encode_mp4(frames, fps, crf, times, preset), what="a video")
     return path
 
 

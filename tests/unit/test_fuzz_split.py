@@ -16,9 +16,9 @@ from tests.helpers.footage import make_footage
 from tests.unit.test_fuzz import fuzz
 from workbench.cli import main
 
-OPTION_CASES = 40   # option lists against a small folder of footage
-FOLDER_CASES = 25   # random files and manifests in the footage folder
-STATE_CASES = 15    # random bytes as OUT/split.json
+OPTION_CASES = 20   # option lists against a small folder of footage
+FOLDER_CASES = 12   # random files and manifests in the footage folder
+STATE_CASES = 8     # random bytes as OUT/split.json
 
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
                     st.sampled_from([0.0, -1.0, 1e-9, 0.25, 1.0, 1e6, math.nan, math.inf]))
@@ -99,7 +99,7 @@ def test_damaged_resume_state(footage, tmp_path_factory, capsys, state):
                 capsys) == 0
 
 
-PATH_CASES = 30  # odd SRC and OUT names: NUL bytes, surrogates, long, a file where a folder goes
+PATH_CASES = 15  # odd SRC and OUT names: NUL bytes, surrogates, long, a file where a folder goes
 
 
 @given(src=st.one_of(st.just(None), st.text(max_size=40)), out=st.one_of(st.text(max_size=300),

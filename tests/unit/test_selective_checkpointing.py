@@ -5,30 +5,16 @@ import copy
 
 import pytest
 import torch
-from diffusers import CogVideoXTransformer3DModel
-
+from tests.helpers.transformer import inputs as _inputs
+from tests.helpers.transformer import loss_and_grads as _loss_and_grads
+from tests.helpers.transformer import tiny_transformer
 from workbench.model.speed import (CHECKPOINT_POLICIES, attention_ops, checkpoint_block, compile_blocks,
                                    enable_partial_checkpointing)
 
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    return CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                       time_embed_dim=8, text_embed_dim=16, num_layers=3, sample_width=8,
-                                       sample_height=8, sample_frames=9, max_text_seq_length=8)
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(1, 3, 4, 8, 8, generator=g), torch.randn(1, 8, 16, generator=g)
-
-
-def _loss_and_grads(m):
-    x, e = _inputs()
-    loss = m(hidden_states=x, encoder_hidden_states=e, timestep=torch.tensor([10])).sample.square().mean()
-    loss.backward()
-    return loss.detach(), torch.cat([p.grad.flatten() for p in m.parameters()])
+    return tiny_transformer(num_layers=3)
 
 
 def _run(net, policy, fraction=1.0, compile_backend=None):
@@ -122,10 +108,7 @@ def test_unknown_policy(net):
 def _fp8_lora_net():
     from peft import LoraConfig
 
-    torch.manual_seed(0)
-    m = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                    time_embed_dim=8, text_embed_dim=16, num_layers=2, sample_width=8,
-                                    sample_height=8, sample_frames=9, max_text_seq_length=8)
+    m = tiny_transformer(num_layers=2)
     m.requires_grad_(False).to(torch.bfloat16)
     m.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                              target_modules=["to_q", "to_k", "to_v", "to_out.0"]))

@@ -4,26 +4,19 @@ import copy
 
 import pytest
 import torch
-from diffusers import CogVideoXTransformer3DModel
-
+from tests.helpers.transformer import loss_and_grads, tiny_transformer
 from workbench.model.speed import enable_partial_checkpointing
 
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    return CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                       time_embed_dim=8, text_embed_dim=16, num_layers=4, sample_width=8,
-                                       sample_height=8, sample_frames=9, max_text_seq_length=8)
+    return tiny_transformer(num_layers=4)
 
 
 def _grads(net, fraction):
     m = copy.deepcopy(net).train()
     n = enable_partial_checkpointing(m, fraction) if fraction is not None else None
-    g = torch.Generator().manual_seed(1)
-    x, e = torch.randn(1, 3, 4, 8, 8, generator=g), torch.randn(1, 8, 16, generator=g)
-    m(hidden_states=x, encoder_hidden_states=e, timestep=torch.tensor([10])).sample.square().mean().backward()
-    return n, torch.cat([p.grad.flatten() for p in m.parameters()])
+    return n, loss_and_grads(m)[1]
 
 
 @pytest.mark.parametrize("fraction,blocks", [(0.0, 0), (0.25, 1), (0.5, 2), (1.0, 4)])

@@ -117,11 +117,12 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                                           where=f"suite {suite.name} (images: or images_file:, evals/README.md)")
     except FamilyError as e:
         raise EvalError(str(e)) from None
+    framed = prepared.get("image")  # each prompt's image, framed once for all its videos
     image_tensors = None
-    if prepared.get("image"):  # first frames are scored against the image as the pipeline got it
+    if framed:  # first frames are scored against the image as the pipeline got it
         from workbench.metrics.image_fidelity import conditioning_image_tensor
 
-        image_tensors = [conditioning_image_tensor(im, clip.height, clip.width) for im in prepared["image"]]
+        image_tensors = [conditioning_image_tensor(im, clip.height, clip.width) for im in framed]
     max_len = family.text_len
     total = sum(len(c) for c in chunks)
     finished = sum((i, s) in done for c in chunks for i, _, s in c)
@@ -139,7 +140,7 @@ def generate_suite_videos(pipe, suite: Suite, out_dir: str | os.PathLike | None 
                 # the image of each video's prompt (CogVideoXImageToVideoPipeline takes one per prompt)
                 frames = render_videos(pipe, family, prompts, [s for _, _, s in chunk], clip,
                                        steps=suite.num_inference_steps, guidance=suite.guidance_scale,
-                                       images=[pil_images[i] for i, _, _ in chunk] if pil_images else None, text=text,
+                                       images=[framed[i] for i, _, _ in chunk] if framed else None, text=text,
                                        where=f"suite {suite.name}")
             paths: list[Path | None] = [None] * len(chunk)
             if out_dir is not None:

@@ -338,10 +338,6 @@ def load_suite(path: str | os.PathLike) -> Suite:
                    for line in _read_utf8(images_file, "images_file").splitlines() if line.strip()]
     fields.pop("images_file", None)
     fields["images"] = tuple(images)
-    if "metrics" in fields:
-        if not isinstance(fields["metrics"], list):
-            raise SuiteError(f"{path}: metrics must be a list of metric names, e.g. [fvd, clip_score]")
-        fields["metrics"] = tuple(fields["metrics"])
     seeds = fields.get("seeds", [0])
     fields["seeds"] = tuple(seeds) if isinstance(seeds, list) else (seeds,)
     for key in ("reference", "fvd_detector"):

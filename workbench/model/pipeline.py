@@ -102,7 +102,7 @@ def generate_video(model: str, prompt: str, out: str | os.PathLike, *, lora: str
         clip = family.clip(frames, height, width, fps or "auto")
         family.check_clip(clip.num_frames, clip.height, clip.width)
         images = [load_conditioning_image(image, "--image")] if image is not None else None
-        family.sampling_inputs(images, clip.height, clip.width, 1, where="--image")
+        images = family.sampling_inputs(images, clip.height, clip.width, 1, where="--image").get("image")
     except (FamilyError, FileNotFoundError) as e:
         raise GenerateError(str(e)) from None
     pipe = load_pipeline(model, lora, device, dtype, compile=compile, attention=attention, family=family)
@@ -123,7 +123,7 @@ def render_videos(pipe, family, prompts: list[str], seeds: list[int], clip, *, s
     seeded with its seed (on ``generator_device``, CPU by default: the same noise on every device), at ``clip``
     (frames, height, width) with the family's text length; ``images`` (PIL, one per prompt) go through the
     family (``sampling_inputs``: refused by a text-to-video family, framed as training framed them for an
-    image-to-video one); ``text`` replaces ``prompts`` with precomputed ``prompt_embeds`` (and
+    image-to-video one; an image framed already stays as it is); ``text`` replaces ``prompts`` with precomputed ``prompt_embeds`` (and
     ``negative_prompt_embeds``). Returns (B, F, C, H, W) float in [0, 1] on the CPU."""
     import torch
 

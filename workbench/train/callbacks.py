@@ -42,15 +42,14 @@ class ValidationVideos(L.Callback):
         self._pil = self.conditioning_images(pl_module.family)
 
     def conditioning_images(self, family) -> list | None:
-        """The images the validation videos start from (one per prompt, PIL), checked against the family when
-        training starts (``sampling_inputs``: an image-to-video family needs one per prompt, a text-to-video one
-        takes none)."""
+        """The images the validation videos start from (one per prompt, PIL), checked against the family and framed
+        to the clip once, when training starts (``sampling_inputs``: an image-to-video family needs one per prompt,
+        a text-to-video one takes none)."""
         from workbench.model.pipeline import load_conditioning_image
 
         images = [load_conditioning_image(p, "ValidationVideos init_args.images:") for p in self.images or []] or None
-        family.sampling_inputs(images, self.clip["height"], self.clip["width"], len(self.prompts),
-                               where="ValidationVideos init_args.images")
-        return images
+        return family.sampling_inputs(images, self.clip["height"], self.clip["width"], len(self.prompts),
+                                      where="ValidationVideos init_args.images").get("image")
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:

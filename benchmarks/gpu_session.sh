@@ -18,7 +18,7 @@
 #   recipe-15    .gpu/core .gpu/tracking .gpu/setup.sh (warm, video in) ~9.5 min    1.5-I2V recipe end to end
 #   ds           .gpu/core .gpu/deepspeed .gpu/setup.sh                  ~5 min      optional: 5B full, DeepSpeed ZeRO-2
 #
-# 30 minutes of device time hold fa4a + 1 + 2 and one of 3 / recipe-5b; the rest is for the session after.
+# Measured (docs/performance.md): 1, 2, 3 and recipe-5b (2026-12-07/08). Left: recipe-15 (after `video`), ds.
 # The flash4 steps need FlashAttention-4 installed on the machine (fa4a then 1 within 30 s; later steps on the same
 # warm machine find it in /tmp/site). If the op workbench::flash4_attention misbehaves on the GPU, rerun a case with
 # WORKBENCH_FLASH4_OP=0 (FA4's flash_attn_func directly, as before the op; SAC then recomputes attention).

@@ -347,7 +347,7 @@ def workbench_step(mode="lora", rank=128, checkpointing=False, source="cache", s
     ``profile``, if a path, receives a kernel-time summary of the last step (torch.profiler).
     ``strategy``: None (one device, plain) or ``fsdp_offload``: Lightning's FSDPStrategy on the one GPU with
     every CogVideoXBlock wrapped and parameters, gradients and AdamW state offloaded to the CPU (what
-    recipes/cogvideox-5b-full-offload.yaml sets); the transformer is then built on the CPU, as ``configure_model``
+    benchmarks/drafts/cogvideox-5b-full-offload.yaml sets); the transformer is then built on the CPU, as ``configure_model``
     loads it from a model directory, so that FSDP moves one block at a time to the GPU, flattens it and offloads
     it back; the process's peak host memory is reported as well.
     ``policy``: ``model.speed.checkpoint_policy`` (full, attention, attention_and_matmuls).

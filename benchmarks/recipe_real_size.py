@@ -172,7 +172,7 @@ def summarize(work: Path) -> dict:
             "reserved_peak_gib": max(hist["perf/gpu_reserved_peak_gib"], default=None), "val_loss": hist["val/loss"],
             "artifacts": sorted(artifacts),
             "checkpoints": {str(p.relative_to(work)): round(p.stat().st_size / 2**20, 1)
-                            for p in sorted(work.glob("runs/**/*.ckpt"))}}
+                            for p in sorted(work.glob(f"runs/{run.info.run_id}/**/*.ckpt"))}}  # this run's only
 
 
 def main() -> int:

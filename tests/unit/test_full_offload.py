@@ -1,4 +1,4 @@
-"""The 5B full fine-tune with FSDP CPU offload (recipes/cogvideox-5b-full-offload.yaml): the transformer reaches
+"""The 5B full fine-tune with FSDP CPU offload (benchmarks/drafts/cogvideox-5b-full-offload.yaml): the transformer reaches
 FSDP's wrapping on the CPU, whatever device it was handed in on, and the blocks stay checkpointed through the
 wrapping (tests/unit/test_selective_checkpointing.py: test_checkpointing_survives_block_wrapping). Lightning's
 FSDPStrategy needs a GPU, so the strategy is stood in for by what configure_model reads of it."""

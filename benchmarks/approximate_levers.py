@@ -60,6 +60,7 @@ def main() -> None:
     from workbench.eval.suite import load_suite
     from workbench.metrics.bootstrap import bootstrap_mean
     from workbench.model.pipeline import load_pipeline
+    from workbench.model.families import family_of_model
     from workbench.shapes.miniature import CLIP_DIR, DETECTOR_PATH, MINIATURE_DIR
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -68,7 +69,7 @@ def main() -> None:
     suite = load_suite(REPO / "evals" / "suites" / "shapes-pretrain.yaml").with_overrides(
         seeds=(0, 1), reference=paths["reference/pretrain"], clip_model=str(CLIP_DIR), fvd_detector=DETECTOR_PATH)
     metrics = load_suite_metrics(suite, cache_dir=work / "fvd-cache", device=device)
-    pipe = load_pipeline(str(MINIATURE_DIR), device=device, dtype="fp32")
+    pipe = load_pipeline(str(MINIATURE_DIR), device=device, dtype="fp32", family=family_of_model(str(MINIATURE_DIR)))
     pipe.set_progress_bar_config(disable=True)
     embeddings: dict = {}  # every prompt's T5 embeddings, encoded before any timing (T5 is not what is measured)
     prompt_embeddings(pipe, list(suite.prompts), embeddings, pipe.transformer.config.max_text_seq_length,

@@ -166,13 +166,14 @@ def test_generate_renders_from_exports(lora_export, tiny_model_dir, tmp_path, ca
 
     from workbench.cli import main
     from workbench.model.pipeline import generate_video, load_pipeline
+    from workbench.model.families import family_of_model
 
     lora_file = lora_export / "pytorch_lora_weights.safetensors"
     generate_video(str(tiny_model_dir), PROMPT, tmp_path / "lora.mp4", lora=str(lora_file), steps=2, frames=9,
                    height=64, width=64, device="cpu", progress=False)
     assert (tmp_path / "lora.mp4").stat().st_size > 0 and not list(tmp_path.glob(".lora*"))
     for lora in (lora_file, lora_export):  # the file or the directory holding it
-        assert load_pipeline(str(tiny_model_dir), str(lora), device="cpu").transformer.peft_config
+        assert load_pipeline(str(tiny_model_dir), str(lora), device="cpu", family=family_of_model(str(tiny_model_dir))).transformer.peft_config
 
     assert main(["generate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4"),
                  "--prompt", "x", "--frames", "10"]) == 2
@@ -183,12 +184,14 @@ def test_compiled_sampling_matches_eager(lora_export, tiny_model_dir):
     """`generate/eval --compile`: the blocks are compiled (Inductor, CPU here) and render the same video."""
     import torch
 
+    from workbench.model.families import family_of_model
     from workbench.model.pipeline import load_pipeline
 
     lora_file = lora_export / "pytorch_lora_weights.safetensors"
     videos = {}
     for compile in (False, True):
-        pipe = load_pipeline(str(tiny_model_dir), str(lora_file), device="cpu", compile=compile)
+        pipe = load_pipeline(str(tiny_model_dir), str(lora_file), device="cpu", compile=compile,
+                             family=family_of_model(str(tiny_model_dir)))
         pipe.set_progress_bar_config(disable=True)
         compiled = [b._compiled_call_impl is not None for b in pipe.transformer.transformer_blocks]
         assert all(compiled) if compile else not any(compiled)

@@ -1,6 +1,5 @@
 """`workbench fit` end to end in a subprocess on the tiny model and the sample data."""
 
-import os
 
 import mlflow
 import pytest

@@ -37,11 +37,12 @@ def test_the_cache_re_encodes_only_the_entry_whose_range_changed(tmp_path, tiny_
     from workbench.data.cache import CacheError, check_ranges, read_index
     from workbench.data.manifest import read_manifest
     from workbench.data.prepare import prepare_cache
+    from workbench.model.families import family_of_model
 
     data = range_dataset(tmp_path, long_clip, ROWS[:2])
     cache = tmp_path / "cache"
     settings = dict(num_frames=9, height=64, width=64, fps=8, device="cpu", dtype="fp32", progress=False)
-    index = prepare_cache(str(tiny_model_dir), data, cache, **settings)
+    index = prepare_cache(str(tiny_model_dir), data, cache, **settings, family=family_of_model(str(tiny_model_dir)))
     assert index["complete"] and [e["key"] for e in index["entries"]] == ["long.mp4@0.000-1.500",
                                                                           "long.mp4@2.000-3.500"]
     shards = sorted((cache / "shards").glob("*.safetensors"))
@@ -52,7 +53,7 @@ def test_the_cache_re_encodes_only_the_entry_whose_range_changed(tmp_path, tiny_
     with pytest.raises(CacheError, match=r"1 manifest rows name another clip range .*metadata.jsonl:2: "
                                          r"long.mp4@1.000-2.500, cached long.mp4@2.000-3.500"):
         check_ranges(cache, read_index(cache), read_manifest(data))
-    index = prepare_cache(str(tiny_model_dir), data, cache, **settings)
+    index = prepare_cache(str(tiny_model_dir), data, cache, **settings, family=family_of_model(str(tiny_model_dir)))
     after = [(p.read_bytes(), p.stat().st_mtime_ns) for p in shards]
     assert after[0] == before[0]  # untouched
     assert after[1][0] != before[1][0]  # encoded again

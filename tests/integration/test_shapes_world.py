@@ -80,8 +80,9 @@ def test_pretrained_miniature_draws_its_domain_and_not_the_held_out_colour():
     yellow, and does not draw it."""
     from workbench.eval.suite import load_suite
     from workbench.model.pipeline import load_pipeline
+    from workbench.model.families import family_of_model
 
-    pipe = load_pipeline(str(MINIATURE_DIR), device="cpu", dtype="fp32")
+    pipe = load_pipeline(str(MINIATURE_DIR), device="cpu", dtype="fp32", family=family_of_model(str(MINIATURE_DIR)))
     pipe.set_progress_bar_config(disable=True)
     pretrain = load_suite(SUITES / "shapes-pretrain.yaml").with_overrides(seeds=(0, 1))
     acc = _accuracy(*_generate(pipe, pretrain))

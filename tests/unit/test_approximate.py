@@ -37,9 +37,10 @@ def test_a_suite_with_a_bad_lever_names_its_file(tmp_path):
 @pytest.fixture(scope="module")
 def miniature():
     from workbench.model.pipeline import load_pipeline
+    from workbench.model.families import family_of_model
     from workbench.shapes.miniature import MINIATURE_DIR
 
-    pipe = load_pipeline(str(MINIATURE_DIR), device="cpu", dtype="fp32")
+    pipe = load_pipeline(str(MINIATURE_DIR), device="cpu", dtype="fp32", family=family_of_model(str(MINIATURE_DIR)))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

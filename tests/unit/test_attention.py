@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from tests.helpers.kernels import strict_flash_attn_func, with_cuda_autocast_norms
 from workbench.common import UserError

@@ -315,6 +315,9 @@ def test_prepare_command_on_a_full_disk_is_one_line_exit_2(tmp_path, monkeypatch
 
     root, cache = _dataset(tmp_path / "data", 2), tmp_path / "cache"
     monkeypatch.setattr(prepare, "prepare_cache", fake_prepare)
+    from workbench.train import datamodule  # the command reads the model's family first: no model here, 2B's rules
+
+    monkeypatch.setattr(datamodule, "data_family", lambda model, family="auto", _read=datamodule.data_family: _read(None))
     real_open = open
     monkeypatch.setattr(common, "open", lambda p, m="r", *a, **k: _FillingFile(real_open(p, m, *a, **k), 0)
                         if Path(p).name.startswith(".000001.") else real_open(p, m, *a, **k), raising=False)

@@ -28,7 +28,6 @@ import csv
 import io
 import json
 import os
-import random
 import tempfile
 from pathlib import Path
 from unittest import mock

@@ -190,8 +190,9 @@ def test_prompt_embeddings_encoded_once_give_the_same_videos(tiny_model_dir):
     """Each prompt encoded once (shared across seeds and models) renders the videos a per-call encoding does."""
     from workbench.eval.generation import generate_suite_videos
     from workbench.model.pipeline import load_pipeline
+    from workbench.model.families import family_of_model
 
-    pipe = load_pipeline(str(tiny_model_dir), device="cpu", dtype="fp32")
+    pipe = load_pipeline(str(tiny_model_dir), device="cpu", dtype="fp32", family=family_of_model(str(tiny_model_dir)))
     pipe.set_progress_bar_config(disable=True)
     suite = load_suite(SUITES / "smoke.yaml").with_overrides(batch_size=2)  # 3 prompts x 2 seeds, 3 calls
     plain = torch.cat([b.frames for b in generate_suite_videos(pipe, suite, progress=False)])

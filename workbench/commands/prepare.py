@@ -42,7 +42,7 @@ def _recipe_values(path: str) -> dict:
     recipe = read_recipe(path)
     # any group of a recipe may be absent or null (a recipe without a speed: block has model.speed None)
     data, model = _group(recipe, "data"), _group(recipe, "model")
-    return {"model": model.get("model"), "root": data.get("root"), "cache": data.get("cache"),
+    return {"model": model.get("model"), "family": model.get("family"), "root": data.get("root"), "cache": data.get("cache"),
             "num_frames": data.get("num_frames"), "height": data.get("height"), "width": data.get("width"),
             "fps": data.get("fps", "auto"), "dtype": model.get("frozen_dtype"),
             "vae_tiling": _group(model, "speed").get("vae_tiling"), "buckets": data.get("buckets")}
@@ -75,14 +75,16 @@ def run(ns: argparse.Namespace) -> int:
     for k in ("model", "root", "cache", "num_frames", "height", "width", "fps", "dtype", "buckets"):
         if getattr(ns, k) is not None:
             values[k] = getattr(ns, k)
-    if values.get("model") is not None and (values.get("fps", "auto") == "auto" or
-                                            any(values.get(k) is None for k in ("num_frames", "height", "width"))):
+    family = None
+    if values.get("model") is not None:
         from workbench.common import UserError
         from workbench.train.datamodule import data_family
 
-        try:  # what the recipe or the command line leaves out is the model family's native clip
-            clip = data_family(values["model"]).clip(values.get("num_frames"), values.get("height"),
-                                                     values.get("width"), values.get("fps", "auto"))
+        try:  # the model's family, read once here and passed on; what the recipe or the command line leaves
+            # out is its native clip
+            family = data_family(values["model"], values.get("family") or "auto")
+            clip = family.clip(values.get("num_frames"), values.get("height"), values.get("width"),
+                               values.get("fps", "auto"))
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -108,7 +110,8 @@ def run(ns: argparse.Namespace) -> int:
         index = prepare_cache(values["model"], values["root"], values["cache"], int(values["num_frames"]),
                               int(values["height"]), int(values["width"]), values.get("fps"), device=device,
                               dtype=values.get("dtype") or _default_dtype(device), rank=rank, world_size=world,
-                              vae_tiling=bool(values.get("vae_tiling")), buckets=values.get("buckets"))
+                              vae_tiling=bool(values.get("vae_tiling")), buckets=values.get("buckets"),
+                              family=family)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

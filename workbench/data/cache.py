@@ -111,22 +111,21 @@ def normalised_buckets(buckets) -> tuple[tuple[int, int], ...] | None:
 
 
 def cache_key(model: str, num_frames: int, height: int, width: int, fps: float | None,
-              buckets=None) -> CacheKey:
-    """The CacheKey a run with these settings needs (reads the model's configs only, no weights).
+              buckets=None, *, family) -> CacheKey:
+    """The CacheKey a run with these settings needs (reads the encoders' configs only, no weights).
 
-    The one key function of prepare, fit and eval: numbers are normalised (``fps: 8`` in a YAML and
-    ``--fps 8.0`` on a command line give the same key and the same ``auto`` folder).
+    The one key function of prepare and fit: numbers are normalised (``fps: 8`` in a YAML and
+    ``--fps 8.0`` on a command line give the same key and the same ``auto`` folder). ``family``: the model's
+    family as the command read it where it started (its name and text length go into the key).
     """
     from diffusers import AutoencoderKLCogVideoX
     from transformers import AutoConfig
 
-    from workbench.model.families import family_of_model
     from workbench.model.loading import absolute_if_local
 
     model = absolute_if_local(model)  # as the training module records it
     vae_cfg = AutoencoderKLCogVideoX.load_config(model, subfolder="vae")
     text_cfg = AutoConfig.from_pretrained(model, subfolder="text_encoder")
-    family = family_of_model(model)
     max_len = family.text_len
     return CacheKey(model=str(model), family=family.name, vae_config_sha256=config_sha256(vae_cfg),
                     text_encoder_config_sha256=config_sha256(text_cfg), num_frames=int(num_frames),

@@ -18,29 +18,27 @@ from workbench.data.video import load_clip, probe
 
 def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frames: int, height: int, width: int,
                   fps: float | None, device: str | None = None, dtype: str = "bf16", rank: int = 0,
-                  world_size: int = 1, vae_tiling: bool = False, progress: bool = True, buckets=None) -> dict:
+                  world_size: int = 1, vae_tiling: bool = False, progress: bool = True, buckets=None, *,
+                  family) -> dict:
     """Encode every sample of ``root`` missing from ``cache_dir``; returns the cache index.
+
+    ``family``: ``model``'s family as the command read it where it started (its data rules, its encoders'
+    use): ``workbench prepare`` reads it once, ``workbench fit`` hands its data module's on.
 
     With ``buckets`` ([[height, width], ...]) each clip is encoded at the bucket nearest its aspect ratio (as
     training from raw videos resizes it: workbench.data.validate.nearest_bucket), and the cache records it.
     """
     import torch
-    from diffusers import AutoencoderKLCogVideoX
-    from transformers import AutoTokenizer, T5EncoderModel
 
-    from workbench.model.families import family_of_model
     from workbench.model.loading import check_model_source, freeze
 
     check_model_source(model)
-    family = family_of_model(model)  # its rules, and the encoders training uses too
     family.check_data(num_frames, height, width, buckets, where="prepare")
-    key = cache_key(model, num_frames, height, width, fps, buckets)
+    key = cache_key(model, num_frames, height, width, fps, buckets, family=family)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_ = torch_dtype(dtype)
-    vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, torch_dtype=dtype_)
-    text_encoder = T5EncoderModel.from_pretrained(model, subfolder="text_encoder", use_safetensors=True,
-                                                  torch_dtype=dtype_)
-    tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+    c = family.load_components(model, load_transformer=False, torch_dtype=dtype_)  # the encoders training uses
+    vae, text_encoder, tokenizer = c.vae, c.text_encoder, c.tokenizer
     for m in (vae, text_encoder):
         freeze(m)
         m.to(device)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.common import UserError, is_hub_id
+from workbench.common import UserError, first_line, is_hub_id
 from workbench.eval.suite import EvalError
 from workbench.model.checkpoint import load_finetuned, read_checkpoint
 from workbench.model.loading import check_model_source
@@ -28,18 +28,20 @@ class ModelSource:
     run: Any = None  # the MLflow run the results attach to (checkpoint / run id evaluations)
     base_model: str | None = None  # for --compare-base
     trained: Any = None  # the TrainedCheckpoint of ``checkpoint``
+    family: Any = None  # the model's family (its base's, the same), read once by resolve_model
 
     def load(self, device, dtype: str, compile: bool = False, attention: str = "sdpa"):
         """A ``CogVideoXPipeline`` of the model under evaluation on ``device`` in ``dtype`` (fp32/bf16/fp16)."""
         if self.checkpoint is None:
             return _ready(load_pipeline(self.pipeline_dir, lora=str(self.lora) if self.lora else None,
-                                        device=str(device), dtype=dtype, compile=compile, attention=attention))
+                                        device=str(device), dtype=dtype, compile=compile, attention=attention,
+                                        family=self.family))
         pipe = load_finetuned(self.trained, base_model=self.base_model).pipeline()
         return _ready(prepare_pipeline(pipe, device, dtype, compile=compile, attention=attention))
 
     def load_base(self, device, dtype: str, compile: bool = False, attention: str = "sdpa"):
         return _ready(load_pipeline(self.base_model, device=str(device), dtype=dtype, compile=compile,
-                                    attention=attention))
+                                    attention=attention, family=self.family))
 
 
 def _ready(pipe):
@@ -85,6 +87,7 @@ def resolve_model(model: str, *, lora: str | None = None, base_model: str | None
         except FileNotFoundError as e:
             hint = "" if base_model else " (the checkpoint's base model); pass --base-model if it moved"
             raise EvalError(f"{e}{hint}") from None
+        src.family = _family(src.base_model, "--base-model" if base_model else "--model (its base model)")
         return src
     if compare_base:
         src.base_model = base_model or (src.pipeline_dir if src.lora is not None else _export_base(path))
@@ -94,7 +97,18 @@ def resolve_model(model: str, *, lora: str | None = None, base_model: str | None
             check_model_source(src.base_model)
         except FileNotFoundError as e:
             raise EvalError(f"--base-model: {e}") from None
+    src.family = _family(src.pipeline_dir, "--model")
     return src
+
+
+def _family(model: str, flag: str):
+    """The family of the model under evaluation, read once from its configs (its base shares it)."""
+    from workbench.model.families import FamilyError, family_of_model
+
+    try:
+        return family_of_model(model)
+    except (OSError, FamilyError) as e:
+        raise EvalError(f"{flag} {model}: {first_line(e)}") from None
 
 
 def _export_base(path: Path) -> str | None:

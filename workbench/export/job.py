@@ -78,6 +78,7 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
     result = ExportResult(out=out, mode=ckpt.mode, files=[], run_id=run.info.run_id if run else None)
 
     transformer = load_finetuned(ckpt, base_model=base_model, load_vae=False, load_text_encoder=False).transformer
+    family = family_of_model(base)  # read once: the merged pipeline's class and the card's usage are the family's
     if transformer.dtype != torch.float32:
         transformer.to(torch.float32)
     metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")} if run else {}
@@ -102,7 +103,8 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
         if merged:
             if lora:
                 merge_lora(transformer)
-            save_merged_pipeline(transformer, base, partial, dtype, lambda n: before_write(n, check_free=True))
+            save_merged_pipeline(transformer, base, partial, dtype, lambda n: before_write(n, check_free=True),
+                                 family=family)
         lineage = [f"checkpoint: `{ckpt.path.resolve()}` (global step {ckpt.global_step})",
                    f"base model: `{base}`"]
         if run is not None:
@@ -112,7 +114,7 @@ def export(source: str, out: str | os.PathLike, *, merge: bool = False, base_mod
             load_from=hub_repo or str(out), lora=lora,
             recipe=_read_optional(ckpt.run_dir / "config.yaml" if ckpt.run_dir else None),
             dataset_card=_dataset_card(ckpt), metrics=metrics, lineage=lineage,
-            family=family_of_model(base))
+            family=family)
         if not license_known:
             unnamed = "" if base_model_id or is_hub_id(base) else \
                 " and names no base_model (pass --base-model-id if it is a local copy of a hub model)"

@@ -48,20 +48,20 @@ def merge_lora(transformer) -> None:
         raise RuntimeError(f"LoRA layers remain after merging: {leftover[:3]}")
 
 
-def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: str, before_write=None) -> None:
-    """The base pipeline (its own VAE, T5, tokenizer and inference scheduler) with ``transformer`` in it.
+def save_merged_pipeline(transformer, base_model: str, directory: Path, dtype: str, before_write=None, *,
+                         family) -> None:
+    """The base pipeline (its own VAE, T5, tokenizer and inference scheduler) with ``transformer`` in it, as
+    ``family``'s stock pipeline class (the export reads the family once and passes it here and to the card).
     ``before_write(nbytes)``, when given, hears the bytes of all its weights before anything is written."""
     import diffusers
     import torch
-
-    from workbench.model.families import family_of_model
 
     wanted = torch_dtype(dtype)
     if transformer.dtype != wanted:
         transformer.to(wanted)
     # Non-default dtypes go through from_pretrained so T5 keeps its fp32 modules (_keep_in_fp32_modules).
     kwargs = {} if dtype == "fp32" else {"torch_dtype": wanted}
-    pipeline_class = getattr(diffusers, family_of_model(base_model).pipeline_class)  # the I2V families: I2V pipeline
+    pipeline_class = getattr(diffusers, family.pipeline_class)  # the I2V families: the I2V pipeline
     pipe = pipeline_class.from_pretrained(base_model, transformer=transformer, use_safetensors=True, **kwargs)
     if before_write is not None:
         before_write(sum(tensors_nbytes(c.state_dict()) for c in pipe.components.values()

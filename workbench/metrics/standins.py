@@ -10,7 +10,6 @@ with the real checkpoint's keys (or TorchScript). Their scores mean nothing.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def build_tiny_videomae(path: str | Path, seed: int = 0, config: VideoMAEConfig 
 
 def _train_clip_tokenizer(vocab_size: int, max_length: int):
     """A byte-level BPE with CLIP's normalisation and specials, trained on a small word list."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import CLIPTokenizer
 
     bos, eos = "<|startoftext|>", "<|endoftext|>"

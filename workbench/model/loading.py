@@ -27,7 +27,7 @@ from workbench.common import UserError, is_hub_id
 class CogVideoXComponents:
     """The parts of a CogVideoX pipeline that training and sampling need."""
 
-    transformer: CogVideoXTransformer3DModel
+    transformer: CogVideoXTransformer3DModel | None  # None: loaded for encoding only (prepare)
     vae: AutoencoderKLCogVideoX | None
     text_encoder: T5EncoderModel | None
     tokenizer: object | None
@@ -167,6 +167,8 @@ def load_components(
     transformer_module: CogVideoXTransformer3DModel | None = None,
     load_vae: bool = True,
     load_text_encoder: bool = True,
+    load_transformer: bool = True,
+    torch_dtype: torch.dtype | None = None,
     revision: str | None = None,
 ) -> CogVideoXComponents:
     """Load the components of ``model`` (hub id or local diffusers directory).
@@ -175,11 +177,16 @@ def load_components(
     ``transformer_module`` reuses an already loaded transformer (only the other parts are loaded).
     The training scheduler is ``CogVideoXDPMScheduler`` built from the model's own scheduler config,
     as the diffusers CogVideoX trainer does (examples/cogvideo/train_cogvideox_lora.py).
-    Weights are read from safetensors only.
+    Weights are read from safetensors only. ``torch_dtype``: the VAE's and text encoder's (T5 keeps its fp32
+    modules); ``load_transformer=False``: the encoders only (``workbench prepare``). Callers that know the family
+    load through it (``ModelFamily.load_components``).
     """
     check_model_source(model)
     common = dict(revision=revision)
-    if transformer_module is not None:
+    encoders = {**common, **({"torch_dtype": torch_dtype} if torch_dtype is not None else {})}
+    if not load_transformer:
+        net = None
+    elif transformer_module is not None:
         net = transformer_module
     elif transformer is not None:
         refuse_pickled_weights(Path(transformer))
@@ -192,10 +199,10 @@ def load_components(
     sampling_scheduler = saved_scheduler(model, revision)
     vae = text_encoder = tokenizer = None
     if load_vae:
-        vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, **common)
+        vae = AutoencoderKLCogVideoX.from_pretrained(model, subfolder="vae", use_safetensors=True, **encoders)
     if load_text_encoder:
         text_encoder = T5EncoderModel.from_pretrained(
-            model, subfolder="text_encoder", use_safetensors=True, **common
+            model, subfolder="text_encoder", use_safetensors=True, **encoders
         )
         tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
     return CogVideoXComponents(net, vae, text_encoder, tokenizer, scheduler, sampling_scheduler)

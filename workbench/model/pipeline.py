@@ -18,26 +18,20 @@ class GenerateError(UserError):
 
 
 def load_pipeline(model: str, lora: str | None = None, device: str | None = None, dtype: str | None = None,
-                  compile: bool = False, attention: str = "sdpa", family=None):
+                  compile: bool = False, attention: str = "sdpa", *, family):
     """The family's stock pipeline (``CogVideoXPipeline``; ``CogVideoXImageToVideoPipeline`` for the
     image-to-video families) ``.from_pretrained(model)`` (+ ``load_lora_weights(lora)``) on ``device``.
 
     ``compile``: ``torch.compile`` each transformer block (regional; the first denoising step pays
     the compilation; docs/performance.md measures when it pays off). ``attention``: sdpa, flash4 or auto
-    (workbench.model.attention). ``family``: the model's family when the caller has already checked the model
-    and read it (``generate_video``), so neither is done twice."""
+    (workbench.model.attention). ``family``: the model's family, read once where the command started
+    (``workbench.model.families.family_of_model``: ``generate_video``, the evaluation's model source) and passed
+    on, never read again here."""
     import diffusers
     import torch
 
-    from workbench.model.families import FamilyError, family_of_model
-    from workbench.model.loading import check_model_source, check_safetensors_file
+    from workbench.model.loading import check_safetensors_file
 
-    if family is None:
-        try:
-            check_model_source(model)
-            family = family_of_model(model)
-        except (FileNotFoundError, FamilyError, UserError) as e:
-            raise GenerateError(str(e)) from None
     pipeline_class = getattr(diffusers, family.pipeline_class)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")

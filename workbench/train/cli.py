@@ -38,6 +38,11 @@ class ResumableCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         with refused_values(self.config):  # a value the model, data module, trainer or a callback refuses
             super().instantiate_classes()
+        # The family is read once, where `fit` starts: the data module reads it from the model (its clip rules
+        # come first) and the module takes that object, not the model's name again.
+        family = getattr(getattr(self, "datamodule", None), "family", None)
+        if family is not None and hasattr(self.model, "family"):
+            self.model.family = family
 
     def parse_arguments(self, parser, args) -> None:
         try:

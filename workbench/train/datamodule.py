@@ -151,7 +151,7 @@ class VideoDataModule(L.LightningDataModule):
         device = "cuda" if self.trainer.strategy.root_device.type == "cuda" else "cpu"
         prepare_cache(self._model(), hp.root, cache, hp.num_frames, hp.height, hp.width, hp.fps,
                       device=device, dtype=module.hparams.frozen_dtype, vae_tiling=module.speed.vae_tiling,
-                      buckets=hp.buckets)
+                      buckets=hp.buckets, family=self.family)
         import gc
 
         import torch
@@ -166,7 +166,8 @@ class VideoDataModule(L.LightningDataModule):
 
         hp = self.hparams
         model = self._model()
-        expected = cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets) if model else None
+        expected = (cache_key(model, hp.num_frames, hp.height, hp.width, hp.fps, hp.buckets, family=self.family)
+                    if model else None)
         cache = self._cache_dir()
         index = read_index(cache)
         manifest = read_manifest(hp.root)

@@ -252,7 +252,8 @@ class CogVideoXModule(L.LightningModule):
         hp = self.hparams
         on_device = hp.encoders == "device"
         # Components may be handed in already built (benchmarks build real-size random ones).
-        c = self.components or load_components(hp.model, load_vae=on_device, load_text_encoder=on_device)
+        load = self.family.load_components if self.family is not None else load_components  # fit hands it in
+        c = self.components or load(hp.model, load_vae=on_device, load_text_encoder=on_device)
         frozen = torch_dtype(hp.frozen_dtype)
         if on_device:
             self._prepare_encoders(c)
@@ -261,7 +262,9 @@ class CogVideoXModule(L.LightningModule):
             self.vae_config = dict(c.vae.config)
         elif self.vae_config is None:  # the scaling factor is all training from a cache needs of the VAE
             self.vae_config = AutoencoderKLCogVideoX.load_config(hp.model, subfolder="vae")
-        self.family = family_of_configs(c.transformer.config, self.vae_config, name=hp.family, where=hp.model)
+        if self.family is None:  # `workbench fit` hands in its data module's family, read once where the command
+            # started (workbench.train.cli); a module built in code (benchmarks, notebooks) reads it from its configs
+            self.family = family_of_configs(c.transformer.config, self.vae_config, name=hp.family, where=hp.model)
         trainer = getattr(self, "_trainer", None)
         if getattr(getattr(trainer, "strategy", None), "cpu_offload", None) and trainer.strategy.cpu_offload.offload_params:
             # FSDP's CPU offload moves one wrapped block at a time to the GPU, flattens it and offloads it: a

@@ -59,6 +59,9 @@ for name in ("shapes-held-out", "shapes-pretrain", "smoke", "domain", "evals/sui
     assert "_suites" in str(path), path
     suite = load_suite(path)
     assert suite.prompts, name
+    for net in (suite.clip_model, suite.fvd_detector):  # the shapes suites' metric networks: the wheel's own files
+        if net is not None and name.startswith("shapes"):
+            assert Path(net).exists() and "site-packages" in str(net), (name, net)
 assert "_recipes" in str(recipe_path("shapes-lora-cpu"))
 for p in (CLIP_DIR, DETECTOR_PATH, MINIATURE_DIR, STATIC / "review.js", STATIC / "review.html", STATIC / "review.css"):
     assert Path(p).exists(), p

@@ -229,9 +229,14 @@ def _is_int(value: Any) -> bool:
 _SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"path"} | {"prompts_file", "images_file", "review"}
 
 
+PACKAGE_PREFIX = "package:"  # `package:shapes/weights/...`: inside the installed workbench package (checkout or wheel)
+
+
 def _suite_path(value: Any, base: Path, key: str, where: Path) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise SuiteError(f"{where}: {key} must be a path, got {value!r}")
+    if str(value).startswith(PACKAGE_PREFIX):  # the package's own files, wherever it is installed
+        return _PACKAGE / str(value)[len(PACKAGE_PREFIX):].lstrip("/")
     path = Path(value).expanduser()
     return path if path.is_absolute() else Path(os.path.normpath(base / path))
 
@@ -240,7 +245,7 @@ def _clip_model_ref(value: Any, base: Path, where: Path) -> str:
     """A hub id stays as it is; ``./x``, ``../x``, ``/x``, ``~/x`` or an existing ``base/x`` is a local path."""
     if not isinstance(value, str) or not value.strip():
         raise SuiteError(f"{where}: clip_model must be a hub id or a path, got {value!r}")
-    if value.startswith((".", "/", "~")) or (base / value).exists():
+    if value.startswith((".", "/", "~", PACKAGE_PREFIX)) or (base / value).exists():
         # absolute, so a relative "dir/name" is never mistaken for a hub id
         return str(_suite_path(value, base, "clip_model", where).absolute())
     return value

@@ -6,6 +6,7 @@ any layer may use it (docs/architecture.md, the layer rule).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -67,6 +68,32 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
     if text:
         return text.splitlines()[0][:limit]
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+class FolderBusy(UserError):
+    """Another process holds a folder's ``folder_lock``."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, busy: str):
+    """An exclusive lock on ``folder`` while the block runs (``flock`` on the folder: released when the block ends
+    or the process dies, SIGKILL included); ``FolderBusy(busy)`` at once when another process holds it. No lock
+    where the platform has no ``flock``. The one lock of the commands that write into a folder (``eval --out``,
+    ``data caption``'s dataset)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(busy) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class DiskFull(UserError):

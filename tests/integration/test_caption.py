@@ -4,6 +4,7 @@ mistake in one line. No caption quality is claimed: the captioner's weights are 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from workbench.common import FolderBusy, folder_lock
 from workbench.curate.caption import caption_dataset
 from workbench.curate.tiny_captioner import save_tiny_captioner
 from workbench.shapes.sample_dataset import make_sample_dataset
@@ -133,7 +135,7 @@ def test_overwrite_and_other_layouts(tmp_path, captioner):
     assert prompts[0] == "my own prompt" and prompts[1] and len(prompts) == 3
 
 
-@pytest.mark.parametrize("case", ["no_root", "no_manifest", "not_a_model", "not_a_captioner", "bad_option"])
+@pytest.mark.parametrize("case", ["no_root", "no_manifest", "not_a_model", "not_a_captioner", "bad_option", "busy"])
 def test_user_mistakes_are_one_line(tmp_path, case):
     root = tmp_path / "data"
     root.mkdir()
@@ -143,8 +145,23 @@ def test_user_mistakes_are_one_line(tmp_path, case):
     args = {"no_root": [str(tmp_path / "nope")], "no_manifest": [str(tmp_path / "model")],
             "not_a_model": [str(root), "--captioner", str(captioner)],
             "not_a_captioner": [str(root), "--captioner", str(MINIATURE / "transformer")],
-            "bad_option": [str(root), "--batch-size", "0"]}[case]
-    proc = run_cli(["data", "caption", *args], cwd=tmp_path, check=False)
+            "bad_option": [str(root), "--batch-size", "0"], "busy": [str(root)]}[case]
+    with contextlib.ExitStack() as stack:
+        if case == "busy":  # another `data caption` on this dataset holds it (the lock dies with that process)
+            stack.enter_context(folder_lock(root, "held by the test"))
+        proc = run_cli(["data", "caption", *args], cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+    if case == "busy":
+        assert "another `workbench data caption` is writing" in lines[0]
+
+
+def test_folder_lock_is_exclusive_and_released(tmp_path):
+    """The one folder lock (`eval --out`, `data caption`): a second holder is refused at once, in one message."""
+    with folder_lock(tmp_path, "first"):
+        with pytest.raises(FolderBusy, match="busy here"):
+            with folder_lock(tmp_path, "busy here"):
+                pass
+    with folder_lock(tmp_path, "released"):  # free again once the block ended
+        pass

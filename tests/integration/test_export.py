@@ -344,3 +344,18 @@ def test_a_half_copied_lora_or_merged_export_is_one_line(lora_export, tiny_model
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert f"{shard.name}: weights file is" in line and "where its header says" in line, line
+
+
+def test_export_reads_the_family_once(trained_lora_run, tmp_path, monkeypatch):
+    """The export reads the base model's family once and passes it to the merged pipeline and the card
+    (tests/unit/test_family_read_once.py does the other commands)."""
+    import workbench.model.families as families
+
+    reads, original = [], families.read_model_configs
+    monkeypatch.setattr(families, "read_model_configs", lambda model: reads.append(str(model)) or original(model))
+    from workbench.export.job import export
+
+    result = export(str(trained_lora_run["checkpoint"]), tmp_path / "merged", merge=True, log_to_mlflow=False,
+                    tracking_uri=trained_lora_run["tracking_uri"])
+    assert (result.out / "model_index.json").is_file()
+    assert len(reads) == 1, reads

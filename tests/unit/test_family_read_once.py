@@ -62,10 +62,4 @@ def test_eval_source_reads_the_family_once(reads, tiny_model_dir, tmp_path):
     assert type(pipe).__name__ == src.family.pipeline_class and reads == [str(tiny_model_dir)]
 
 
-def test_export_reads_the_family_once(reads, trained_lora_run, tmp_path):
-    from workbench.export.job import export
-
-    result = export(str(trained_lora_run["checkpoint"]), tmp_path / "merged", merge=True, log_to_mlflow=False,
-                    tracking_uri=trained_lora_run["tracking_uri"])
-    assert (result.out / "model_index.json").is_file()
-    assert len(reads) == 1, reads
+# The export's read: tests/integration/test_export.py::test_export_reads_the_family_once (beside its checkpoint).

@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.common import UserError, atomic_write_text, first_line, is_hub_id
+from workbench.common import UserError, atomic_write_text, first_line, folder_lock, is_hub_id
 from workbench.data.manifest import Entry, find_manifest, read_lines, read_manifest, refuse_paths_outside_root
 
 DEFAULT_CAPTIONER = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -275,72 +275,76 @@ def caption_dataset(root: str | Path, captioner: str = DEFAULT_CAPTIONER, *, pro
             raise CaptionError(f"{name} {value}: must be at least {least}")
     if not prompt.strip():
         raise CaptionError("--prompt is empty: give the instruction the captioner follows (or leave it out)")
-    manifest = CaptionedManifest(root)
-    refuse_paths_outside_root(manifest.entries, root, "workbench data caption")
-    todo = [i for i in range(len(manifest.entries)) if overwrite or not manifest.has_caption(i)]
-    summary = CaptionSummary(skipped=len(manifest.entries) - len(todo), manifest=str(manifest.path))
-    model_type = check_captioner(captioner)
-    tokenizer, max_text_len = _length_tokenizer(model, max_text_len)
-    if not todo:
-        return summary, max_text_len
+    find_manifest(root)  # a missing folder or manifest: its one-line message, before the lock
+    busy = (f"{root}: another `workbench data caption` is writing this dataset's captions now; wait for it to "
+            "end (two at once would overwrite each other's)")
+    with folder_lock(root, busy):  # from reading the manifest to its last caption written
+        manifest = CaptionedManifest(root)
+        refuse_paths_outside_root(manifest.entries, root, "workbench data caption")
+        todo = [i for i in range(len(manifest.entries)) if overwrite or not manifest.has_caption(i)]
+        summary = CaptionSummary(skipped=len(manifest.entries) - len(todo), manifest=str(manifest.path))
+        model_type = check_captioner(captioner)
+        tokenizer, max_text_len = _length_tokenizer(model, max_text_len)
+        if not todo:
+            return summary, max_text_len
 
-    import torch
-    from tqdm import tqdm
+        import torch
+        from tqdm import tqdm
 
-    from workbench.common import torch_dtype
+        from workbench.common import torch_dtype
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bf16" if device.startswith("cuda") else "fp32"
-    try:
-        torch_type = torch_dtype(dtype)
-        torch.empty(0, device=device)
-    except (ValueError, RuntimeError) as e:
-        raise CaptionError(f"--device {device} / --dtype {dtype}: {first_line(e)}") from None
-    try:
-        model_ = Captioner(captioner, device, torch_type, prompt, max_new_tokens)
-    except CaptionError:
-        raise
-    except (OSError, ValueError, KeyError) as e:
-        raise CaptionError(f"{captioner}: cannot load the captioner ({first_line(e)}); pass a Qwen2.5-VL-Instruct "
-                           f"folder or hub id such as {DEFAULT_CAPTIONER}") from None
-    del model_type
-    source = captioner
-    bar = tqdm(total=len(todo), desc="captioning", unit="clip", disable=not progress)
-    for b in range(0, len(todo), batch_size):
-        batch, clips = [], []
-        for i in todo[b:b + batch_size]:
-            entry = manifest.entries[i]
-            try:
-                clips.append(clip_frames(entry, root, frames, max_side))
-                batch.append(i)
-            except (ValueError, OSError, UserError) as e:  # VideoError is a ValueError
-                summary.failed.append(f"{entry.file_name} ({entry.where}): {first_line(e)}")
-                bar.update(1)
-        if not batch:
-            continue
-        for i, (text, finished) in zip(batch, model_.caption(clips)):
-            entry = manifest.entries[i]
-            text = tidy(text, finished)
-            if not text:
-                summary.failed.append(f"{entry.file_name} ({entry.where}): the captioner returned no text")
-                bar.update(1)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "bf16" if device.startswith("cuda") else "fp32"
+        try:
+            torch_type = torch_dtype(dtype)
+            torch.empty(0, device=device)
+        except (ValueError, RuntimeError) as e:
+            raise CaptionError(f"--device {device} / --dtype {dtype}: {first_line(e)}") from None
+        try:
+            model_ = Captioner(captioner, device, torch_type, prompt, max_new_tokens)
+        except CaptionError:
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise CaptionError(f"{captioner}: cannot load the captioner ({first_line(e)}); pass a Qwen2.5-VL-Instruct "
+                               f"folder or hub id such as {DEFAULT_CAPTIONER}") from None
+        del model_type
+        source = captioner
+        bar = tqdm(total=len(todo), desc="captioning", unit="clip", disable=not progress)
+        for b in range(0, len(todo), batch_size):
+            batch, clips = [], []
+            for i in todo[b:b + batch_size]:
+                entry = manifest.entries[i]
+                try:
+                    clips.append(clip_frames(entry, root, frames, max_side))
+                    batch.append(i)
+                except (ValueError, OSError, UserError) as e:  # VideoError is a ValueError
+                    summary.failed.append(f"{entry.file_name} ({entry.where}): {first_line(e)}")
+                    bar.update(1)
+            if not batch:
                 continue
-            caption = f"{prefix.strip()} {text}" if prefix.strip() else text
-            manifest.set_caption(i, caption, source)
-            manifest.save()  # each caption on disk as it finishes
-            summary.captioned.append(entry.file_name)
-            if tokenizer is not None:
-                n = len(tokenizer(caption).input_ids)
-                if n > max_text_len:
-                    if not summary.too_long:
-                        warn(f"warning: {entry.file_name}: caption is {n} T5 tokens, over the {max_text_len} the "
-                             "model reads (all such captions are listed at the end)")
-                    summary.too_long.append(f"{entry.file_name} ({n} tokens)")
-            bar.update(1)
-    bar.close()
-    return summary, max_text_len
+            for i, (text, finished) in zip(batch, model_.caption(clips)):
+                entry = manifest.entries[i]
+                text = tidy(text, finished)
+                if not text:
+                    summary.failed.append(f"{entry.file_name} ({entry.where}): the captioner returned no text")
+                    bar.update(1)
+                    continue
+                caption = f"{prefix.strip()} {text}" if prefix.strip() else text
+                manifest.set_caption(i, caption, source)
+                manifest.save()  # each caption on disk as it finishes
+                summary.captioned.append(entry.file_name)
+                if tokenizer is not None:
+                    n = len(tokenizer(caption).input_ids)
+                    if n > max_text_len:
+                        if not summary.too_long:
+                            warn(f"warning: {entry.file_name}: caption is {n} T5 tokens, over the {max_text_len} the "
+                                 "model reads (all such captions are listed at the end)")
+                        summary.too_long.append(f"{entry.file_name} ({n} tokens)")
+                bar.update(1)
+        bar.close()
+        return summary, max_text_len
 
 
 def _length_tokenizer(model: str | None, max_text_len: int | None):

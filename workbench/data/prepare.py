@@ -30,14 +30,14 @@ def prepare_cache(model: str, root: str | Path, cache_dir: str | Path, num_frame
     """
     import torch
 
-    from workbench.model.loading import check_model_source, freeze
+    from workbench.model.loading import check_model_source, freeze, load_components
 
     check_model_source(model)
     family.check_data(num_frames, height, width, buckets, where="prepare")
     key = cache_key(model, num_frames, height, width, fps, buckets, family=family)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_ = torch_dtype(dtype)
-    c = family.load_components(model, load_transformer=False, torch_dtype=dtype_)  # the encoders training uses
+    c = load_components(model, load_transformer=False, torch_dtype=dtype_)  # the encoders, as training loads them
     vae, text_encoder, tokenizer = c.vae, c.text_encoder, c.tokenizer
     for m in (vae, text_encoder):
         freeze(m)

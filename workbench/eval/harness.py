@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.common import atomic_write_bytes, atomic_write_json, file_sha256, first_line
+from workbench.common import atomic_write_bytes, atomic_write_json, file_sha256, first_line, folder_lock
 from workbench.eval.generation import generate_suite_videos, video_file_name
 from workbench.eval.reference import load_suite_metrics
 from workbench.eval.results import first_frame_grid, first_frame_uint8, suite_results, write_results
@@ -249,22 +249,6 @@ def _check_metrics(folder: Path, state: dict | None, metrics_fp: dict, flag: str
                         "choose a new --out (or the suite's own CLIP, detector and reference)")
 
 
-def _lock(out: Path):
-    """An exclusive lock on the folder while this process writes to it (released at exit, SIGKILL included)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return None
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise EvalError(f"--out {out}: another `workbench eval` is writing to it now; wait for it to end, or choose "
-                        "another --out") from None
-    return fd
-
-
 @dataclass
 class _Stage:
     label: str  # results' column: "model", or "base" and "fine-tuned" with --compare-base
@@ -409,8 +393,8 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
     plans = _merge_plan(out, sources, suite, stages) if sources else None
 
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out)
-    try:
+    busy = f"--out {out}: another `workbench eval` is writing to it now; wait for it to end, or choose another --out"
+    with folder_lock(out, busy):
         state = _check_out(out, fingerprint, shard)  # again, under the lock: another process may have begun it
         if state is None:
             state = {"format": STATE_FORMAT, "fingerprint": fingerprint, "shard": list(shard) if shard else None,
@@ -425,9 +409,6 @@ def evaluate(suite: str | os.PathLike | Suite, model: str, *, lora: str | None =
         return _run(suite, src, out, state, metrics, stages, shard=shard, compare_base=compare_base,
                     device=device, dtype=dtype, compile=compile, attention=attention, progress=progress,
                     log_to_mlflow=log_to_mlflow, uri=uri)
-    finally:
-        if lock is not None:
-            os.close(lock)
 
 
 def _run(suite: Suite, src: ModelSource, out: Path, state: dict, metrics, stages: list[_Stage], *, shard,

@@ -178,8 +178,8 @@ def load_components(
     The training scheduler is ``CogVideoXDPMScheduler`` built from the model's own scheduler config,
     as the diffusers CogVideoX trainer does (examples/cogvideo/train_cogvideox_lora.py).
     Weights are read from safetensors only. ``torch_dtype``: the VAE's and text encoder's (T5 keeps its fp32
-    modules); ``load_transformer=False``: the encoders only (``workbench prepare``). Callers that know the family
-    load through it (``ModelFamily.load_components``).
+    modules); ``load_transformer=False``: the encoders only (``workbench prepare``): the one home of the base
+    model's ``from_pretrained`` calls (every family loads the same diffusers classes).
     """
     check_model_source(model)
     common = dict(revision=revision)

@@ -252,8 +252,7 @@ class CogVideoXModule(L.LightningModule):
         hp = self.hparams
         on_device = hp.encoders == "device"
         # Components may be handed in already built (benchmarks build real-size random ones).
-        load = self.family.load_components if self.family is not None else load_components  # fit hands it in
-        c = self.components or load(hp.model, load_vae=on_device, load_text_encoder=on_device)
+        c = self.components or load_components(hp.model, load_vae=on_device, load_text_encoder=on_device)
         frozen = torch_dtype(hp.frozen_dtype)
         if on_device:
             self._prepare_encoders(c)

@@ -97,14 +97,6 @@ class ModelFamily:
         return int(self.transformer_config["max_text_seq_length"])
 
     # -- encoding (training from raw video, the cache, validation: one code path) --------------------------
-    def load_components(self, model: str, **kwargs):
-        """This family's components of ``model`` (workbench.model.loading.load_components' arguments): what
-        training builds and what ``prepare`` encodes with (``load_transformer=False``). Every member loads the same
-        diffusers classes today; a member that loads differently overrides this."""
-        from workbench.model.loading import load_components
-
-        return load_components(model, **kwargs)
-
     def encode_clips(self, vae, videos, images=None, ids=None) -> dict:
         """The named tensors a batch of clips (B, C, F, H, W in [-1, 1]) is stored as in the cache and read as in
         training: the VAE's latent distribution (mean and log-variance, 2C channels), so a cached sample draws a

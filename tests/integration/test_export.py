@@ -344,6 +344,11 @@ def test_a_half_copied_lora_or_merged_export_is_one_line(lora_export, tiny_model
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert f"{shard.name}: weights file is" in line and "where its header says" in line, line
+    proc = run_cli(["eval", "--suite", "shapes-pretrain", "--model", str(copy), "--out", str(tmp_path / "eval")],
+                   cwd=tmp_path, check=False)  # eval refuses it the same way, before anything loads
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"{shard.name}: weights file is" in line and "where its header says" in line, line
 
 
 def test_export_reads_the_family_once(trained_lora_run, tmp_path, monkeypatch):

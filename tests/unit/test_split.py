@@ -185,7 +185,7 @@ def test_data_check_names_the_crossed_cut_and_the_unused_footage(tmp_path):
     from workbench.data.check import check_dataset
 
     root = tmp_path / "reel"
-    reel = make_footage(root / "reel.mp4", [("shot", 2)] * 8, fps=FPS, seed=3)
+    make_footage(root / "reel.mp4", [("shot", 2)] * 8, fps=FPS, seed=3)
     (root / "metadata.jsonl").write_text(json.dumps({"file_name": "reel.mp4", "caption": "a reel"}) + "\n")
     report = check_dataset(root, 9, 8, 64, 96, progress=False, jobs=1)
     crossing = [i for i in report.warnings if i.code == "crosses_transition"]

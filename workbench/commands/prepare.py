@@ -42,8 +42,8 @@ def _recipe_values(path: str) -> dict:
     recipe = read_recipe(path)
     # any group of a recipe may be absent or null (a recipe without a speed: block has model.speed None)
     data, model = _group(recipe, "data"), _group(recipe, "model")
-    return {"model": model.get("model"), "family": model.get("family"), "root": data.get("root"), "cache": data.get("cache"),
-            "num_frames": data.get("num_frames"), "height": data.get("height"), "width": data.get("width"),
+    return {"model": model.get("model"), "family": model.get("family"), "root": data.get("root"),
+            "cache": data.get("cache"), "num_frames": data.get("num_frames"), "height": data.get("height"), "width": data.get("width"),
             "fps": data.get("fps", "auto"), "dtype": model.get("frozen_dtype"),
             "vae_tiling": _group(model, "speed").get("vae_tiling"), "buckets": data.get("buckets")}
 

@@ -89,12 +89,17 @@ def resolve_model(model: str, *, lora: str | None = None, base_model: str | None
             raise EvalError(f"{e}{hint}") from None
         src.family = _family(src.base_model, "--base-model" if base_model else "--model (its base model)")
         return src
+    try:  # its weights refused by their headers (truncated, pickled) here, before anything loads
+        check_model_source(src.pipeline_dir)
+    except FileNotFoundError as e:
+        raise EvalError(f"--model {e}") from None
     if compare_base:
         src.base_model = base_model or (src.pipeline_dir if src.lora is not None else _export_base(path))
         if src.base_model is None:
             raise EvalError(f"--compare-base: {model} is a merged model with no recorded base; pass --base-model")
         try:
-            check_model_source(src.base_model)
+            if src.base_model != src.pipeline_dir:  # a LoRA's base is the pipeline checked above
+                check_model_source(src.base_model)
         except FileNotFoundError as e:
             raise EvalError(f"--base-model: {e}") from None
     src.family = _family(src.pipeline_dir, "--model")
